@@ -1,0 +1,186 @@
+"""Crown boxes as training and evaluation data: file formats and pixel <-> map coordinates.
+
+Inside the engine, an image's boxes are pixel corners of that raster
+(``xmin, ymin, xmax, ymax``; origin at the top-left corner of the top-left pixel,
+rows growing downwards), the convention of DeepForest's CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import xml.etree.ElementTree as ElementTree
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AnnotationError
+from .raster import RasterInfo, RasterReader
+
+DEEPFOREST_CSV_COLUMNS = ("image_path", "xmin", "ymin", "xmax", "ymax", "label")
+
+
+@dataclass(frozen=True)
+class ImageAnnotations:
+    """The crowns drawn on one raster.
+
+    ``regions`` are pixel boxes of the areas where every crown was drawn; anything
+    inside them that is not a crown is background. ``None`` means the whole raster.
+    """
+
+    image_path: str
+    boxes: np.ndarray
+    labels: tuple[str, ...]
+    regions: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.boxes.shape != (len(self.labels), 4):
+            raise AnnotationError(
+                f"{self.image_path}: {len(self.labels)} labels for {len(self.boxes)} boxes; each box needs one label"
+            )
+
+
+def pixel_boxes_to_map(pixel_boxes: np.ndarray, info: RasterInfo) -> np.ndarray:
+    """Pixel-corner boxes to map-coordinate boxes (``xmin, ymin, xmax, ymax``), exact to the pixel."""
+    if len(pixel_boxes) == 0:
+        return np.zeros((0, 4))
+    x0, y0 = info.pixel_to_map(pixel_boxes[:, 0], pixel_boxes[:, 1])
+    x1, y1 = info.pixel_to_map(pixel_boxes[:, 2], pixel_boxes[:, 3])
+    return np.stack([np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1)], axis=1)
+
+
+def map_boxes_to_pixels(map_boxes: np.ndarray, info: RasterInfo) -> np.ndarray:
+    """Map-coordinate boxes to pixel-corner boxes (``col_min, row_min, col_max, row_max``)."""
+    if len(map_boxes) == 0:
+        return np.zeros((0, 4))
+    c0, r0 = info.map_to_pixel(map_boxes[:, 0], map_boxes[:, 1])
+    c1, r1 = info.map_to_pixel(map_boxes[:, 2], map_boxes[:, 3])
+    return np.stack([np.minimum(c0, c1), np.minimum(r0, r1), np.maximum(c0, c1), np.maximum(r0, r1)], axis=1)
+
+
+def clip_to_raster(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes clipped to the raster, and which of them kept any area at all."""
+    clipped = boxes.copy()
+    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, width)
+    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, height)
+    inside = (clipped[:, 2] - clipped[:, 0] > 0) & (clipped[:, 3] - clipped[:, 1] > 0)
+    return clipped, inside
+
+
+def from_map_boxes(
+    raster_path: str,
+    map_boxes: np.ndarray,
+    labels: tuple[str, ...],
+    map_regions: np.ndarray | None = None,
+) -> ImageAnnotations:
+    """Annotations for one raster from boxes in its CRS (as drawn on a QGIS layer).
+
+    Boxes that do not touch the raster are left out; if none touch it, that is an error.
+
+    Raises:
+        AnnotationError: If no box lies on the raster.
+    """
+    with RasterReader(raster_path) as reader:
+        info = reader.info
+    pixel_boxes, inside = clip_to_raster(map_boxes_to_pixels(np.asarray(map_boxes, dtype=float), info), info.width, info.height)
+    if len(map_boxes) and not inside.any():
+        raise AnnotationError(
+            f"none of the {len(map_boxes)} annotation boxes lies on {raster_path}; "
+            "check that the annotations and the raster cover the same area and use the same CRS"
+        )
+    regions = None
+    if map_regions is not None:
+        regions, on_raster = clip_to_raster(map_boxes_to_pixels(np.asarray(map_regions, dtype=float), info), info.width, info.height)
+        regions = regions[on_raster]
+    return ImageAnnotations(
+        image_path=raster_path,
+        boxes=pixel_boxes[inside],
+        labels=tuple(label for label, keep in zip(labels, inside) if keep),
+        regions=regions,
+    )
+
+
+def read_deepforest_csv(csv_path: str | Path, image_root: str | Path | None = None) -> list[ImageAnnotations]:
+    """Read DeepForest's CSV (``image_path,xmin,ymin,xmax,ymax,label``, pixels, top-left origin).
+
+    Image paths are resolved against ``image_root``, or else the CSV's folder.
+
+    Raises:
+        AnnotationError: If a column is missing, a value is not a number, or a box is inverted.
+    """
+    csv_path = Path(csv_path)
+    root = Path(image_root) if image_root is not None else csv_path.parent
+    per_image: dict[str, list[tuple[list[float], str]]] = defaultdict(list)
+    try:
+        with open(csv_path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in DEEPFOREST_CSV_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise AnnotationError(f"{csv_path} lacks column(s) {missing}; DeepForest CSV needs {list(DEEPFOREST_CSV_COLUMNS)}")
+            for line_no, row in enumerate(reader, start=2):
+                try:
+                    box = [float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")]
+                except ValueError as exc:
+                    raise AnnotationError(f"{csv_path} line {line_no}: coordinates must be numbers ({exc})") from exc
+                if box[2] <= box[0] or box[3] <= box[1]:
+                    raise AnnotationError(f"{csv_path} line {line_no}: box {box} has xmax <= xmin or ymax <= ymin")
+                per_image[row["image_path"]].append((box, row["label"]))
+    except OSError as exc:
+        raise AnnotationError(f"cannot read annotations {csv_path}: {exc.strerror or exc}") from exc
+    if not per_image:
+        raise AnnotationError(f"{csv_path} holds no boxes")
+    return [
+        ImageAnnotations(
+            image_path=str((root / name) if not Path(name).is_absolute() else Path(name)),
+            boxes=np.array([b for b, _ in rows], dtype=float),
+            labels=tuple(label for _, label in rows),
+        )
+        for name, rows in per_image.items()
+    ]
+
+
+def write_deepforest_csv(annotations: list[ImageAnnotations], csv_path: str | Path) -> None:
+    """Write annotations as DeepForest's CSV, image paths as given."""
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(DEEPFOREST_CSV_COLUMNS)
+        for item in annotations:
+            for box, label in zip(item.boxes, item.labels):
+                writer.writerow([item.image_path, *(f"{v:g}" for v in box), label])
+
+
+def read_pascal_voc(xml_path: str | Path, image_root: str | Path | None = None) -> ImageAnnotations:
+    """Read one Pascal VOC XML file (``object/bndbox`` in pixels, ``object/name`` as label).
+
+    Raises:
+        AnnotationError: If the file is not Pascal VOC or holds a malformed box.
+    """
+    xml_path = Path(xml_path)
+    try:
+        root = ElementTree.parse(xml_path).getroot()
+    except (OSError, ElementTree.ParseError) as exc:
+        raise AnnotationError(f"cannot read Pascal VOC file {xml_path}: {exc}") from exc
+    filename = root.findtext("filename")
+    if not filename:
+        raise AnnotationError(f"{xml_path} has no <filename>; is it a Pascal VOC annotation?")
+    boxes, labels = [], []
+    for obj in root.iter("object"):
+        box_node = obj.find("bndbox")
+        if box_node is None:
+            raise AnnotationError(f"{xml_path}: an <object> has no <bndbox>")
+        try:
+            box = [float(box_node.findtext(k, "")) for k in ("xmin", "ymin", "xmax", "ymax")]
+        except ValueError as exc:
+            raise AnnotationError(f"{xml_path}: a box coordinate is not a number ({exc})") from exc
+        label = obj.findtext("name")
+        if not label:
+            raise AnnotationError(f"{xml_path}: an <object> has no <name>; every box needs a class label")
+        boxes.append(box)
+        labels.append(label)
+    folder = Path(image_root) if image_root is not None else xml_path.parent
+    return ImageAnnotations(
+        image_path=str(folder / filename),
+        boxes=np.array(boxes, dtype=float).reshape(-1, 4),
+        labels=tuple(labels),
+    )

@@ -1,0 +1,85 @@
+"""Axis-aligned box arithmetic and the merge of detections from overlapping windows.
+
+Boxes are ``(N, 4)`` float arrays of ``xmin, ymin, xmax, ymax``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms
+
+from .tiling import Window
+
+
+def areas(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise intersection areas, shape (len(a), len(b))."""
+    width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    return np.clip(width, 0, None) * np.clip(height, 0, None)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise intersection over union, shape (len(a), len(b))."""
+    inter = intersections(a, b)
+    union = areas(a)[:, None] + areas(b)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def cut_by_interior_edge(
+    boxes: np.ndarray, window: Window, raster_width: int, raster_height: int, tolerance: float
+) -> np.ndarray:
+    """Which boxes touch an edge of ``window`` that lies inside the raster.
+
+    Such a box may be a crown cut in two by the window; a neighbouring window that
+    overlaps may hold the whole crown.
+    """
+    cut = np.zeros(len(boxes), dtype=bool)
+    if window.col_off > 0:
+        cut |= boxes[:, 0] <= window.col_off + tolerance
+    if window.row_off > 0:
+        cut |= boxes[:, 1] <= window.row_off + tolerance
+    if window.col_end < raster_width:
+        cut |= boxes[:, 2] >= window.col_end - tolerance
+    if window.row_end < raster_height:
+        cut |= boxes[:, 3] >= window.row_end - tolerance
+    return cut
+
+
+def merge_window_detections(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    cut: np.ndarray,
+    nms_threshold: float,
+    containment: float = 0.6,
+) -> np.ndarray:
+    """Indices of the detections to keep after merging overlapping windows.
+
+    First a box cut by an interior window edge is dropped when another box of the
+    same class, not cut, covers at least ``containment`` of it: that is the fuller
+    copy of the same crown from the neighbouring window. Then class-aware NMS
+    removes the remaining duplicates.
+    """
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    keep = np.ones(len(boxes), dtype=bool)
+    cut_idx = np.flatnonzero(cut)
+    whole_idx = np.flatnonzero(~cut)
+    if len(cut_idx) and len(whole_idx):
+        inter = intersections(boxes[cut_idx], boxes[whole_idx])
+        covered = inter / np.maximum(areas(boxes[cut_idx]), 1e-12)[:, None]
+        same_class = labels[cut_idx][:, None] == labels[whole_idx][None, :]
+        keep[cut_idx[((covered >= containment) & same_class).any(axis=1)]] = False
+    remaining = np.flatnonzero(keep)
+    kept = batched_nms(
+        torch.as_tensor(boxes[remaining], dtype=torch.float32),
+        torch.as_tensor(scores[remaining], dtype=torch.float32),
+        torch.as_tensor(labels[remaining], dtype=torch.int64),
+        nms_threshold,
+    ).numpy()
+    return np.sort(remaining[kept])

@@ -1,0 +1,156 @@
+"""Building RetinaNet detectors from a plain architecture description.
+
+An architecture is a JSON-friendly dict stored in every checkpoint, so a file
+alone is enough to rebuild its network. Two families are known:
+
+* ``deepforest``: torchvision's ``retinanet_resnet50_fpn`` exactly as DeepForest
+  builds it (ResNet-50, 256-channel FPN with P6/P7, 4-conv heads, images
+  upsampled so their short side is 800 px). Loads DeepForest's weights.
+* ``lite``: a ResNet trunk with BatchNorm, a narrow FPN, short GroupNorm heads and
+  anchors sized for crowns at the model's own resolution. It sees patches at
+  native size (no upsampling), which makes it many times faster on a CPU.
+
+No weights are ever downloaded: every network starts from random weights or from
+a checkpoint file.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models import resnet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead, retinanet_resnet50_fpn
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from .errors import CheckpointError
+
+ArchitectureSpec = dict[str, Any]
+
+# ImageNet statistics on the 0-1 scale: the normalisation torchvision's detectors expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_TRUNKS = {"resnet18": resnet.resnet18, "resnet34": resnet.resnet34, "resnet50": resnet.resnet50}
+
+
+def deepforest_architecture() -> ArchitectureSpec:
+    """DeepForest's RetinaNet: torchvision ``retinanet_resnet50_fpn`` at its defaults."""
+    return {
+        "family": "deepforest",
+        "trunk": "resnet50",
+        "min_size": 800,
+        "max_size": 1333,
+    }
+
+
+def lite_architecture(
+    trunk: str = "resnet18",
+    fpn_channels: int = 128,
+    head_convs: int = 2,
+    anchor_sizes: tuple[tuple[int, ...], ...] = ((8, 10, 13), (16, 20, 25), (32, 40, 50), (64, 80, 101)),
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+) -> ArchitectureSpec:
+    """The CPU-friendly RetinaNet: patches at native size, anchors in model pixels.
+
+    The four anchor groups belong to FPN levels P3, P4, P5 and a max-pooled P6
+    (strides 8, 16, 32, 64).
+    """
+    return {
+        "family": "lite",
+        "trunk": trunk,
+        "fpn_channels": fpn_channels,
+        "head_convs": head_convs,
+        "anchor_sizes": [list(s) for s in anchor_sizes],
+        "aspect_ratios": list(aspect_ratios),
+    }
+
+
+def _trim_head_convs(head: RetinaNetHead, convs: int) -> None:
+    """Keep the first ``convs`` conv blocks of both head branches (torchvision builds 4)."""
+    head.classification_head.conv = nn.Sequential(*list(head.classification_head.conv)[:convs])
+    head.regression_head.conv = nn.Sequential(*list(head.regression_head.conv)[:convs])
+
+
+def _build_lite(spec: ArchitectureSpec, num_classes: int, patch_size: int, mean, std) -> RetinaNet:
+    trunk_name = spec["trunk"]
+    if trunk_name not in _TRUNKS:
+        raise CheckpointError(f"unknown trunk {trunk_name!r}; known trunks: {sorted(_TRUNKS)}")
+    trunk = _TRUNKS[trunk_name](weights=None, norm_layer=nn.BatchNorm2d)
+    stage_channels = [trunk.layer2[-1], trunk.layer3[-1], trunk.layer4[-1]]
+    in_channels = [_block_out_channels(block) for block in stage_channels]
+    backbone = BackboneWithFPN(
+        trunk,
+        return_layers={"layer2": "0", "layer3": "1", "layer4": "2"},
+        in_channels_list=in_channels,
+        out_channels=spec["fpn_channels"],
+        extra_blocks=LastLevelMaxPool(),
+    )
+    sizes = tuple(tuple(level) for level in spec["anchor_sizes"])
+    ratios = (tuple(spec["aspect_ratios"]),) * len(sizes)
+    anchors = AnchorGenerator(sizes, ratios)
+    head = RetinaNetHead(
+        spec["fpn_channels"],
+        anchors.num_anchors_per_location()[0],
+        num_classes,
+        norm_layer=partial(nn.GroupNorm, 16),
+    )
+    _trim_head_convs(head, spec["head_convs"])
+    return RetinaNet(
+        backbone,
+        num_classes,
+        min_size=patch_size,
+        max_size=patch_size,
+        image_mean=list(mean),
+        image_std=list(std),
+        anchor_generator=anchors,
+        head=head,
+        fg_iou_thresh=0.4,
+        bg_iou_thresh=0.3,
+        topk_candidates=300,
+        detections_per_img=300,
+    )
+
+
+def _block_out_channels(block: nn.Module) -> int:
+    last_bn = block.bn3 if hasattr(block, "bn3") else block.bn2
+    return last_bn.num_features
+
+
+def _build_deepforest(spec: ArchitectureSpec, num_classes: int, mean, std) -> RetinaNet:
+    return retinanet_resnet50_fpn(
+        weights=None,
+        weights_backbone=None,
+        num_classes=num_classes,
+        min_size=spec.get("min_size", 800),
+        max_size=spec.get("max_size", 1333),
+        image_mean=list(mean),
+        image_std=list(std),
+    )
+
+
+def build_network(
+    spec: ArchitectureSpec,
+    num_classes: int,
+    patch_size: int,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> RetinaNet:
+    """A RetinaNet with random weights, built from an architecture description.
+
+    Raises:
+        CheckpointError: If the description names an unknown family or trunk.
+    """
+    if num_classes < 1:
+        raise CheckpointError(f"a model needs at least one class, got {num_classes}")
+    family = spec.get("family")
+    torch.manual_seed(0)
+    if family == "lite":
+        return _build_lite(spec, num_classes, patch_size, mean, std)
+    if family == "deepforest":
+        return _build_deepforest(spec, num_classes, mean, std)
+    raise CheckpointError(f"unknown model family {family!r}; this version knows 'lite' and 'deepforest'")

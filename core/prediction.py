@@ -1,0 +1,232 @@
+"""Tiled detection over a whole raster: windows, batches, device and cross-window merge."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .annotations import pixel_boxes_to_map
+from .boxes import cut_by_interior_edge, merge_window_detections
+from .checkpoint import LoadedModel
+from .errors import Cancelled, TreecrownsError
+from .raster import RasterInfo, RasterReader
+from .tiling import Window, window_grid
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, str], None]
+StopCheck = Callable[[], bool]
+
+# A box this close (in model pixels) to an interior window edge counts as cut by it.
+_EDGE_TOLERANCE_PX = 2.0
+
+
+class Device(str, Enum):
+    """Where the network runs."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+def resolve_device(choice: Device | str) -> tuple[torch.device, str | None]:
+    """The torch device for a user's choice, and a warning when the choice cannot be honoured."""
+    choice = Device(choice)
+    if choice == Device.CPU:
+        return torch.device("cpu"), None
+    if torch.cuda.is_available():
+        return torch.device("cuda"), None
+    if choice == Device.CUDA:
+        return torch.device("cpu"), "CUDA was chosen but no usable GPU was found; running on the CPU instead"
+    return torch.device("cpu"), None
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """User choices for one detection run; ``None`` means "as the checkpoint says"."""
+
+    score_threshold: float | None = None
+    nms_threshold: float | None = None
+    patch_size: int | None = None
+    overlap: float = 0.15
+    batch_size: int = 4
+    device: Device = Device.AUTO
+    resample: bool = True
+    bands: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Crowns found in one raster, in the raster's CRS (pixel coordinates if it has none)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: tuple[str, ...]
+    pixel_boxes: np.ndarray
+    raster: RasterInfo
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How raster pixels map to model pixels for one run."""
+
+    scale_x: float
+    scale_y: float
+    patch_size: int
+    windows: list[Window]
+
+
+def _plan(info: RasterInfo, model: LoadedModel, settings: DetectionSettings, notes: list[str]) -> _Plan:
+    patch = settings.patch_size or model.metadata.patch_size
+    scale_x = scale_y = 1.0
+    if settings.resample:
+        if info.ground_resolution_m is None:
+            notes.append(
+                "the raster has no coordinate reference system, so its ground resolution is unknown; "
+                f"it is used as if it were at the model's {model.metadata.ground_resolution_m} m per pixel"
+            )
+        else:
+            res_x, res_y = info.ground_resolution_m
+            scale_x = res_x / model.metadata.ground_resolution_m
+            scale_y = res_y / model.metadata.ground_resolution_m
+    window_w = max(8, round(patch / scale_x))
+    window_h = max(8, round(patch / scale_y))
+    return _Plan(scale_x, scale_y, patch, window_grid(info.width, info.height, window_w, settings.overlap, window_h))
+
+
+def _batches(items: Sequence[Window], size: int) -> Iterator[list[Window]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _configure(model: LoadedModel, settings: DetectionSettings, patch: int, device: torch.device) -> None:
+    network = model.network
+    network.eval().to(device)
+    network.score_thresh = settings.score_threshold if settings.score_threshold is not None else model.metadata.score_threshold
+    network.nms_thresh = settings.nms_threshold if settings.nms_threshold is not None else model.metadata.nms_threshold
+    if model.metadata.architecture.get("family") == "lite":
+        network.transform.min_size = (patch,)
+        network.transform.max_size = patch
+
+
+def predict_images(model: LoadedModel, images: Sequence[np.ndarray], device: torch.device) -> list[dict[str, np.ndarray]]:
+    """Run the network on (3, H, W) 0-255 images; boxes come back in image pixels."""
+    tensors = [torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32) / 255.0).to(device) for img in images]
+    with torch.inference_mode():
+        outputs = model.network(tensors)
+    return [{k: v.detach().cpu().numpy() for k, v in out.items()} for out in outputs]
+
+
+def detect(
+    raster_path: str | Path,
+    model: LoadedModel,
+    settings: DetectionSettings = DetectionSettings(),
+    progress: ProgressCallback | None = None,
+    should_stop: StopCheck | None = None,
+) -> Detections:
+    """Find tree crowns in a raster of any size, reading it window by window.
+
+    Args:
+        raster_path: Any raster GDAL can read.
+        model: A loaded checkpoint.
+        settings: Thresholds, tiling, device and band choices.
+        progress: Called with (fraction done, message) after every batch.
+        should_stop: Polled before every batch; when it returns True the run stops.
+
+    Returns:
+        The merged detections in the raster's CRS.
+
+    Raises:
+        RasterError: If the raster cannot be read.
+        Cancelled: If ``should_stop`` asked to stop.
+    """
+    if not 0.0 <= settings.overlap <= 0.9:
+        raise TreecrownsError(f"overlap must be a fraction between 0 and 0.9, got {settings.overlap}")
+    if settings.batch_size < 1:
+        raise TreecrownsError(f"batch size must be at least 1, got {settings.batch_size}")
+    notes: list[str] = []
+    device, device_note = resolve_device(settings.device)
+    if device_note:
+        notes.append(device_note)
+    with RasterReader(raster_path, settings.bands) as reader:
+        info = reader.info
+        plan = _plan(info, model, settings, notes)
+        _configure(model, settings, plan.patch_size, device)
+        found_boxes, found_scores, found_labels, found_cut = [], [], [], []
+        total = len(plan.windows)
+        done = 0
+        for batch in _batches(plan.windows, settings.batch_size):
+            if should_stop is not None and should_stop():
+                raise Cancelled("detection was cancelled; no layer was written")
+            images, masks, sizes = [], [], []
+            for window in batch:
+                out_w = max(1, min(plan.patch_size, round(window.width * plan.scale_x)))
+                out_h = max(1, min(plan.patch_size, round(window.height * plan.scale_y)))
+                image, valid = reader.read(window, out_w, out_h)
+                padded = np.zeros((3, plan.patch_size, plan.patch_size), dtype=np.float32)
+                padded[:, :out_h, :out_w] = image
+                images.append(padded)
+                masks.append(valid)
+                sizes.append((out_w, out_h))
+            outputs = predict_images(model, images, device)
+            for window, valid, (out_w, out_h), out in zip(batch, masks, sizes, outputs):
+                boxes = _to_raster_pixels(out["boxes"], window, out_w, out_h)
+                centre_x = ((out["boxes"][:, 0] + out["boxes"][:, 2]) / 2).astype(int).clip(0, out_w - 1)
+                centre_y = ((out["boxes"][:, 1] + out["boxes"][:, 3]) / 2).astype(int).clip(0, out_h - 1)
+                inside = valid[centre_y, centre_x] if len(boxes) else np.zeros(0, dtype=bool)
+                tolerance = _EDGE_TOLERANCE_PX * window.width / out_w
+                found_boxes.append(boxes[inside])
+                found_scores.append(out["scores"][inside])
+                found_labels.append(out["labels"][inside])
+                found_cut.append(cut_by_interior_edge(boxes[inside], window, info.width, info.height, tolerance))
+            done += len(batch)
+            if progress is not None:
+                progress(done / total, f"{done} of {total} windows")
+    pixel_boxes = np.concatenate(found_boxes) if found_boxes else np.zeros((0, 4))
+    scores = np.concatenate(found_scores) if found_scores else np.zeros(0)
+    label_ids = np.concatenate(found_labels) if found_labels else np.zeros(0, dtype=np.int64)
+    cut = np.concatenate(found_cut) if found_cut else np.zeros(0, dtype=bool)
+    nms = settings.nms_threshold if settings.nms_threshold is not None else model.metadata.nms_threshold
+    keep = merge_window_detections(pixel_boxes, scores, label_ids, cut, nms)
+    pixel_boxes, scores, label_ids = pixel_boxes[keep], scores[keep], label_ids[keep]
+    if not info.georeferenced:
+        notes.append("the raster is not georeferenced: crowns are given in pixel coordinates")
+    for note in notes:
+        log.warning(note)
+    return Detections(
+        boxes=pixel_boxes_to_map(pixel_boxes, info),
+        scores=scores.astype(float),
+        labels=tuple(model.metadata.labels[int(i)] for i in label_ids),
+        pixel_boxes=pixel_boxes,
+        raster=info,
+        warnings=tuple(notes),
+    )
+
+
+def _to_raster_pixels(boxes: np.ndarray, window: Window, out_w: int, out_h: int) -> np.ndarray:
+    """Model-pixel boxes of a resampled window to raster pixel coordinates, clipped to the window."""
+    if len(boxes) == 0:
+        return np.zeros((0, 4))
+    clipped = boxes.astype(float).copy()
+    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, out_w)
+    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, out_h)
+    sx, sy = window.width / out_w, window.height / out_h
+    return np.stack(
+        [
+            window.col_off + clipped[:, 0] * sx,
+            window.row_off + clipped[:, 1] * sy,
+            window.col_off + clipped[:, 2] * sx,
+            window.row_off + clipped[:, 3] * sy,
+        ],
+        axis=1,
+    )

@@ -1,0 +1,218 @@
+"""Reading orthophotos window by window, as 8-bit RGB at the model's ground resolution.
+
+Pixel values reach the model on a 0-255 scale. The rule that gets them there:
+
+* ``uint8`` bands are used as they are;
+* floating-point bands whose valid values all lie in [0, 1] are multiplied by 255;
+* every other band (``uint16``, signed integers, other floats) is stretched
+  linearly from its 2nd to its 98th percentile onto 0-255 and clipped. The
+  percentiles are computed once per raster, from a decimated read of its valid
+  pixels, so every window of one raster is scaled the same way.
+
+Pixels that GDAL reports as invalid (nodata value, alpha band, mask band) are
+returned as a mask; the detector sees them as black and reports no crown there.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window as RioWindow
+
+from .errors import RasterError
+from .tiling import Window
+
+# Metres per degree, used to express a geographic CRS's pixel size in metres.
+_METRES_PER_DEGREE_LAT = 110_574.0
+_METRES_PER_DEGREE_LON_AT_EQUATOR = 111_320.0
+_STATS_READ_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class BandScaling:
+    """Linear map of each chosen band onto 0-255: ``(value - offset) * gain``."""
+
+    offsets: tuple[float, float, float]
+    gains: tuple[float, float, float]
+
+    @staticmethod
+    def identity() -> "BandScaling":
+        return BandScaling((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the engine needs to know about a raster, as plain values."""
+
+    path: str
+    width: int
+    height: int
+    band_count: int
+    dtype: str
+    bands: tuple[int, int, int]
+    crs_wkt: str | None
+    transform: tuple[float, float, float, float, float, float]
+    georeferenced: bool
+    ground_resolution_m: tuple[float, float] | None
+    scaling: BandScaling
+
+    def pixel_to_map(self, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map coordinates of pixel corners (``cols``, ``rows`` may be fractional)."""
+        a, b, c, d, e, f = self.transform
+        return a * cols + b * rows + c, d * cols + e * rows + f
+
+    def map_to_pixel(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fractional pixel (column, row) of map coordinates."""
+        a, b, c, d, e, f = self.transform
+        det = a * e - b * d
+        dx, dy = np.asarray(xs, dtype=float) - c, np.asarray(ys, dtype=float) - f
+        return (e * dx - b * dy) / det, (-d * dx + a * dy) / det
+
+
+def _choose_bands(dataset: rasterio.DatasetReader, bands: tuple[int, ...] | None) -> tuple[int, int, int]:
+    count = dataset.count
+    if bands is not None:
+        if len(bands) != 3:
+            raise RasterError(f"choose exactly three bands (red, green, blue), got {list(bands)}")
+        bad = [b for b in bands if not 1 <= b <= count]
+        if bad:
+            raise RasterError(f"band(s) {bad} do not exist: {dataset.name} has bands 1 to {count}")
+        return (bands[0], bands[1], bands[2])
+    interp = list(dataset.colorinterp)
+    tagged = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+    if all(t in interp for t in tagged):
+        return tuple(interp.index(t) + 1 for t in tagged)  # type: ignore[return-value]
+    colour_bands = [i + 1 for i, ci in enumerate(interp) if ci != ColorInterp.alpha]
+    if len(colour_bands) < 3:
+        raise RasterError(
+            f"{dataset.name} has {len(colour_bands)} colour band(s); tree-crown detection needs an RGB "
+            "image with at least three bands (choose bands explicitly to reuse a band)"
+        )
+    return (colour_bands[0], colour_bands[1], colour_bands[2])
+
+
+def _ground_resolution(dataset: rasterio.DatasetReader) -> tuple[float, float] | None:
+    crs = dataset.crs
+    if crs is None:
+        return None
+    res_x, res_y = abs(dataset.transform.a), abs(dataset.transform.e)
+    if crs.is_geographic:
+        centre_lat = dataset.transform.f + dataset.transform.e * dataset.height / 2.0
+        metres_per_degree_lon = _METRES_PER_DEGREE_LON_AT_EQUATOR * math.cos(math.radians(centre_lat))
+        return (res_x * metres_per_degree_lon, res_y * _METRES_PER_DEGREE_LAT)
+    _unit, factor = crs.linear_units_factor
+    return (res_x * factor, res_y * factor)
+
+
+def _band_scaling(dataset: rasterio.DatasetReader, bands: tuple[int, int, int]) -> BandScaling:
+    if all(dataset.dtypes[b - 1] == "uint8" for b in bands):
+        return BandScaling.identity()
+    scale = min(1.0, _STATS_READ_SIZE / max(dataset.width, dataset.height))
+    shape = (max(1, round(dataset.height * scale)), max(1, round(dataset.width * scale)))
+    data = dataset.read(list(bands), out_shape=(3, *shape), resampling=Resampling.nearest).astype(np.float64)
+    valid = dataset.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
+    values = data[:, valid]
+    if values.size == 0:
+        raise RasterError(f"{dataset.name} has no valid pixels (everything is nodata)")
+    is_float = all(np.dtype(dataset.dtypes[b - 1]).kind == "f" for b in bands)
+    if is_float and values.min() >= 0.0 and values.max() <= 1.0:
+        return BandScaling((0.0, 0.0, 0.0), (255.0, 255.0, 255.0))
+    low = np.percentile(values, 2, axis=1)
+    high = np.percentile(values, 98, axis=1)
+    gains = 255.0 / np.maximum(high - low, 1e-9)
+    return BandScaling(tuple(float(v) for v in low), tuple(float(v) for v in gains))  # type: ignore[arg-type]
+
+
+class RasterReader:
+    """An open raster that hands out scaled, resampled RGB windows.
+
+    Use as a context manager; nothing is read until :meth:`read` is called.
+    """
+
+    def __init__(self, path: str | Path, bands: tuple[int, ...] | None = None) -> None:
+        path = str(path)
+        if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
+            raise RasterError(f"raster not found: {path}; check the path or choose another layer")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._dataset = rasterio.open(path)
+        except RasterioError as exc:
+            raise RasterError(f"cannot read {path} as a raster ({exc}); is it a GeoTIFF or other GDAL image?") from exc
+        try:
+            chosen = _choose_bands(self._dataset, bands)
+            georeferenced = self._dataset.crs is not None or not self._dataset.transform.is_identity
+            t = self._dataset.transform
+            self.info = RasterInfo(
+                path=path,
+                width=self._dataset.width,
+                height=self._dataset.height,
+                band_count=self._dataset.count,
+                dtype=self._dataset.dtypes[chosen[0] - 1],
+                bands=chosen,
+                crs_wkt=self._dataset.crs.to_wkt() if self._dataset.crs else None,
+                transform=(t.a, t.b, t.c, t.d, t.e, t.f),
+                georeferenced=georeferenced,
+                ground_resolution_m=_ground_resolution(self._dataset),
+                scaling=_band_scaling(self._dataset, chosen),
+            )
+        except Exception:
+            self._dataset.close()
+            raise
+
+    def __enter__(self) -> "RasterReader":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._dataset.close()
+
+    def read(self, window: Window, out_width: int, out_height: int) -> tuple[np.ndarray, np.ndarray]:
+        """One window, resampled to ``out_width`` x ``out_height``.
+
+        Returns:
+            ``(image, valid)``: a float32 array of shape (3, H, W) on the 0-255 scale with
+            invalid pixels set to 0, and a boolean (H, W) array that is True where the
+            raster has data.
+
+        Raises:
+            RasterError: If GDAL cannot read the window.
+        """
+        rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
+        resampling = Resampling.nearest if (out_width, out_height) == (window.width, window.height) else Resampling.bilinear
+        try:
+            data = self._dataset.read(
+                list(self.info.bands), window=rio_window, out_shape=(3, out_height, out_width), resampling=resampling
+            )
+            valid = self._dataset.dataset_mask(
+                window=rio_window, out_shape=(out_height, out_width), resampling=Resampling.nearest
+            ) > 0
+        except RasterioError as exc:
+            raise RasterError(f"cannot read window {window} of {self.info.path}: {exc}") from exc
+        image = data.astype(np.float32)
+        scaling = self.info.scaling
+        if scaling != BandScaling.identity():
+            offsets = np.asarray(scaling.offsets, dtype=np.float32)[:, None, None]
+            gains = np.asarray(scaling.gains, dtype=np.float32)[:, None, None]
+            image = np.clip((image - offsets) * gains, 0.0, 255.0)
+        image[:, ~valid] = 0.0
+        return image, valid
+
+
+def read_full(path: str | Path, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, RasterInfo]:
+    """A whole (small) raster, resized by ``scale``; used for training plots and previews."""
+    with RasterReader(path) as reader:
+        info = reader.info
+        out_w = max(1, round(info.width * scale))
+        out_h = max(1, round(info.height * scale))
+        image, valid = reader.read(Window(0, 0, info.width, info.height), out_w, out_h)
+    return image, valid, info

@@ -1,0 +1,364 @@
+"""Training a detector on annotated rasters, with per-epoch validation and safe checkpoints.
+
+Images are read once at the model's ground resolution (only the annotated
+regions), then every step draws random patches from them: a random crop with
+scale jitter, flips and transposes, and colour jitter. After every epoch the
+model is scored on the held-out images (whole images, never random boxes) with
+DeepForest's protocol; the best epoch is written to the output checkpoint
+atomically, together with the score threshold that gave its best F1.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .annotations import ImageAnnotations
+from .boxes import areas, merge_window_detections
+from .checkpoint import LoadedModel, save_checkpoint
+from .errors import AnnotationError, Cancelled, CheckpointError
+from .evaluation import DEFAULT_IOU_THRESHOLD, evaluate
+from .prediction import Device, ProgressCallback, StopCheck, predict_images, resolve_device
+from .raster import RasterReader
+from .tiling import Window, window_grid
+
+# A crop keeps a box when at least this share of the box lies inside the crop.
+_MIN_VISIBLE_SHARE = 0.45
+_MIN_BOX_SIDE_PX = 2.0
+_CALIBRATION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
+_VALIDATION_NMS = 0.3
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How to train. The defaults suit fine-tuning on a few hundred corrected crowns."""
+
+    epochs: int = 10
+    batch_size: int = 8
+    learning_rate: float = 0.005
+    weight_decay: float = 1e-4
+    steps_per_epoch: int | None = None
+    validation_share: float = 0.2
+    warmup_steps: int = 50
+    scale_jitter: tuple[float, float] = (0.8, 1.25)
+    augment: bool = True
+    seed: int = 0
+    device: Device = Device.AUTO
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What one epoch did; validation fields are None when nothing was held out."""
+
+    epoch: int
+    train_loss: float
+    classification_loss: float
+    regression_loss: float
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    score_threshold: float | None
+    seconds: float
+    saved: bool
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    checkpoint_path: str
+    history: tuple[EpochReport, ...]
+    best_epoch: int
+    cancelled: bool = False
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Sample:
+    """One annotated region at model resolution."""
+
+    name: str
+    image: torch.Tensor  # (3, H, W) float32, 0-255
+    boxes: torch.Tensor  # (N, 4) model pixels
+    labels: torch.Tensor  # (N,) class index
+
+
+def _region_windows(item: ImageAnnotations, width: int, height: int) -> list[tuple[Window, np.ndarray]]:
+    """Pixel windows of the fully annotated areas, with the boxes that fall in each."""
+    regions = item.regions if item.regions is not None else np.array([[0, 0, width, height]], dtype=float)
+    out = []
+    for region in regions:
+        c0, r0 = int(math.floor(region[0])), int(math.floor(region[1]))
+        c1, r1 = int(math.ceil(region[2])), int(math.ceil(region[3]))
+        c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, width), min(r1, height)
+        if c1 - c0 < 2 or r1 - r0 < 2:
+            continue
+        out.append((Window(c0, r0, c1 - c0, r1 - r0), region))
+    return out
+
+
+def load_samples(items: Sequence[ImageAnnotations], labels: Sequence[str], ground_resolution_m: float) -> list[_Sample]:
+    """Read the annotated regions of each raster at the model's resolution.
+
+    Raises:
+        AnnotationError: If an annotation's label is not one of ``labels``.
+    """
+    index = {name: i for i, name in enumerate(labels)}
+    samples = []
+    for item in items:
+        unknown = sorted(set(item.labels) - set(index))
+        if unknown:
+            raise AnnotationError(f"{item.image_path}: label(s) {unknown} are not among the model's labels {list(labels)}")
+        with RasterReader(item.image_path) as reader:
+            info = reader.info
+            res = info.ground_resolution_m or (ground_resolution_m, ground_resolution_m)
+            sx, sy = res[0] / ground_resolution_m, res[1] / ground_resolution_m
+            for window, _region in _region_windows(item, info.width, info.height):
+                out_w, out_h = max(1, round(window.width * sx)), max(1, round(window.height * sy))
+                image, _valid = reader.read(window, out_w, out_h)
+                boxes = item.boxes.copy()
+                boxes[:, [0, 2]] = (boxes[:, [0, 2]] - window.col_off) * (out_w / window.width)
+                boxes[:, [1, 3]] = (boxes[:, [1, 3]] - window.row_off) * (out_h / window.height)
+                keep_boxes, keep = _crop_boxes(boxes, 0, 0, out_w, out_h)
+                samples.append(
+                    _Sample(
+                        name=f"{Path(item.image_path).name}@{window.col_off},{window.row_off}",
+                        image=torch.from_numpy(image),
+                        boxes=torch.as_tensor(keep_boxes, dtype=torch.float32).reshape(-1, 4),
+                        labels=torch.as_tensor([index[item.labels[i]] for i in np.flatnonzero(keep)], dtype=torch.int64),
+                    )
+                )
+    return samples
+
+
+def _crop_boxes(boxes: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes shifted into a crop and clipped; those mostly outside it are dropped."""
+    if len(boxes) == 0:
+        return np.zeros((0, 4)), np.zeros(0, dtype=bool)
+    shifted = boxes - np.array([x0, y0, x0, y0])
+    clipped = shifted.copy()
+    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, x1 - x0)
+    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, y1 - y0)
+    visible = areas(clipped) / np.maximum(areas(shifted), 1e-9)
+    big_enough = ((clipped[:, 2] - clipped[:, 0]) >= _MIN_BOX_SIDE_PX) & ((clipped[:, 3] - clipped[:, 1]) >= _MIN_BOX_SIDE_PX)
+    keep = (visible >= _MIN_VISIBLE_SHARE) & big_enough
+    return clipped[keep], keep
+
+
+def _random_patch(sample: _Sample, patch: int, settings: TrainingSettings, rng: random.Random) -> tuple[torch.Tensor, dict]:
+    """A patch x patch training image (0-1) and its target, with augmentation."""
+    scale = rng.uniform(*settings.scale_jitter) if settings.augment else 1.0
+    crop = max(8, round(patch * scale))
+    _, height, width = sample.image.shape
+    x0 = rng.randint(0, max(0, width - crop))
+    y0 = rng.randint(0, max(0, height - crop))
+    x1, y1 = min(width, x0 + crop), min(height, y0 + crop)
+    region = torch.zeros((3, crop, crop))
+    region[:, : y1 - y0, : x1 - x0] = sample.image[:, y0:y1, x0:x1]
+    boxes, keep = _crop_boxes(sample.boxes.numpy(), x0, y0, x1, y1)
+    labels = sample.labels[torch.as_tensor(keep, dtype=torch.bool)] if len(keep) else sample.labels[:0]
+    image = F.interpolate(region[None], size=(patch, patch), mode="bilinear", align_corners=False)[0] / 255.0
+    boxes_t = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) * (patch / crop)
+    if settings.augment:
+        image, boxes_t = _flip_and_transpose(image, boxes_t, patch, rng)
+        image = _colour_jitter(image, rng)
+    return image, {"boxes": boxes_t, "labels": labels}
+
+
+def _flip_and_transpose(image: torch.Tensor, boxes: torch.Tensor, size: int, rng: random.Random):
+    if rng.random() < 0.5:
+        image = image.flip(-1)
+        boxes = torch.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], dim=1)
+    if rng.random() < 0.5:
+        image = image.flip(-2)
+        boxes = torch.stack([boxes[:, 0], size - boxes[:, 3], boxes[:, 2], size - boxes[:, 1]], dim=1)
+    if rng.random() < 0.5:
+        image = image.transpose(-1, -2)
+        boxes = boxes[:, [1, 0, 3, 2]]
+    return image.contiguous(), boxes
+
+
+def _colour_jitter(image: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """Brightness, contrast, saturation and per-channel gain: sites and flights differ in colour."""
+    brightness = rng.uniform(0.75, 1.25)
+    contrast = rng.uniform(0.75, 1.25)
+    saturation = rng.uniform(0.7, 1.3)
+    gains = torch.tensor([rng.uniform(0.9, 1.1) for _ in range(3)])[:, None, None]
+    grey = image.mean(dim=0, keepdim=True)
+    image = grey + (image - grey) * saturation
+    image = (image - image.mean()) * contrast + image.mean()
+    return (image * brightness * gains).clamp(0.0, 1.0)
+
+
+def predict_sample(model: LoadedModel, image: np.ndarray, device: torch.device, overlap: float = 0.15) -> dict[str, np.ndarray]:
+    """Detections on an in-memory image at model resolution, tiled like a raster."""
+    patch = model.metadata.patch_size
+    _, height, width = image.shape
+    windows = window_grid(width, height, patch, overlap)
+    crops = []
+    for w in windows:
+        padded = np.zeros((3, patch, patch), dtype=np.float32)
+        padded[:, : w.height, : w.width] = image[:, w.row_off : w.row_end, w.col_off : w.col_end]
+        crops.append(padded)
+    outputs = predict_images(model, crops, device)
+    boxes = np.concatenate([o["boxes"] + [w.col_off, w.row_off, w.col_off, w.row_off] for o, w in zip(outputs, windows)])
+    scores = np.concatenate([o["scores"] for o in outputs])
+    labels = np.concatenate([o["labels"] for o in outputs])
+    keep = merge_window_detections(boxes, scores, labels, np.zeros(len(boxes), dtype=bool), _VALIDATION_NMS)
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def validate(model: LoadedModel, samples: Sequence[_Sample], device: torch.device) -> tuple[dict, float]:
+    """Best F1 over a range of score thresholds, and that threshold."""
+    model.network.eval()
+    model.network.score_thresh = min(_CALIBRATION_THRESHOLDS)
+    model.network.nms_thresh = _VALIDATION_NMS
+    predictions = [predict_sample(model, s.image.numpy(), device) for s in samples]
+    references = {s.name: s.boxes.numpy() for s in samples}
+    best, best_threshold = None, _CALIBRATION_THRESHOLDS[0]
+    for threshold in _CALIBRATION_THRESHOLDS:
+        kept = {s.name: p["boxes"][p["scores"] >= threshold] for s, p in zip(samples, predictions)}
+        result = evaluate(kept, references, DEFAULT_IOU_THRESHOLD).as_dict()
+        if best is None or result["f1"] > best["f1"]:
+            best, best_threshold = result, threshold
+    return best, best_threshold
+
+
+def split_validation(items: Sequence[ImageAnnotations], share: float, seed: int) -> tuple[list, list]:
+    """Hold out whole images, at least one when ``share`` > 0 and there are two or more."""
+    items = list(items)
+    if share <= 0 or len(items) < 2:
+        return items, []
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    count = min(len(items) - 1, max(1, round(len(items) * share)))
+    held = set(order[:count])
+    return [it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held]
+
+
+def check_labels(model: LoadedModel, items: Sequence[ImageAnnotations]) -> None:
+    """Raise a clear error when the annotations name classes the model does not have."""
+    found = sorted({label for item in items for label in item.labels})
+    unknown = [label for label in found if label not in model.metadata.labels]
+    if unknown:
+        raise CheckpointError(
+            f"the annotations use {len(found)} class(es) {found} but the base model has {len(model.metadata.labels)} "
+            f"{list(model.metadata.labels)}; fix the 'label' values or train a new model for these classes"
+        )
+
+
+def train(
+    model: LoadedModel,
+    train_items: Sequence[ImageAnnotations],
+    output_path: str | Path,
+    settings: TrainingSettings = TrainingSettings(),
+    validation_items: Sequence[ImageAnnotations] | None = None,
+    progress: ProgressCallback | None = None,
+    should_stop: StopCheck | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> TrainingResult:
+    """Train ``model`` in place and write its best state to ``output_path``.
+
+    Args:
+        model: The starting point (a loaded checkpoint or a new random model).
+        train_items: Annotated rasters. If ``validation_items`` is None, a share of
+            them (``settings.validation_share``) is held out for validation.
+        output_path: Where the checkpoint goes; written only when an epoch improves.
+        settings: Schedule, augmentation and device.
+        validation_items: Explicit held-out rasters.
+        progress: Called with (fraction, message) after every step.
+        should_stop: Polled every step; on True training stops and the best checkpoint so far stays.
+        on_epoch: Called after every epoch with its report.
+
+    Raises:
+        AnnotationError: If there is nothing to train on.
+        CheckpointError: If the annotations' classes do not fit the model.
+        Cancelled: If stopped before any checkpoint was written.
+    """
+    if not train_items or sum(len(item.labels) for item in train_items) == 0:
+        raise AnnotationError("there are no annotated crowns to train on; draw or import some boxes first")
+    check_labels(model, train_items)
+    if validation_items is None:
+        train_items, validation_items = split_validation(train_items, settings.validation_share, settings.seed)
+    torch.manual_seed(settings.seed)
+    rng = random.Random(settings.seed)
+    device, _note = resolve_device(settings.device)
+    meta = model.metadata
+    train_samples = load_samples(train_items, meta.labels, meta.ground_resolution_m)
+    val_samples = load_samples(validation_items, meta.labels, meta.ground_resolution_m) if validation_items else []
+    patch = meta.patch_size
+    weights = [max(1.0, s.image.shape[1] * s.image.shape[2] / patch**2) for s in train_samples]
+    steps = settings.steps_per_epoch or max(1, math.ceil(2 * sum(weights) / settings.batch_size))
+    total_steps = steps * settings.epochs
+
+    network = model.network.to(device)
+    if meta.architecture.get("family") == "lite":
+        network.transform.min_size = (patch,)
+        network.transform.max_size = patch
+    params = [p for p in network.parameters() if p.requires_grad]
+    optimiser = torch.optim.SGD(params, lr=settings.learning_rate, momentum=0.9, weight_decay=settings.weight_decay)
+
+    def learning_rate(step: int) -> float:
+        if step < settings.warmup_steps:
+            return (step + 1) / settings.warmup_steps
+        progress_share = (step - settings.warmup_steps) / max(1, total_steps - settings.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress_share)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate)
+    history: list[EpochReport] = []
+    best_f1, best_epoch, saved_any = -1.0, 0, False
+    best_metrics: dict = {}
+    step = 0
+    for epoch in range(1, settings.epochs + 1):
+        started = time.perf_counter()
+        network.train()
+        sums = np.zeros(3)
+        for _ in range(steps):
+            if should_stop is not None and should_stop():
+                if not saved_any:
+                    raise Cancelled("training was cancelled before the first epoch finished; no checkpoint was written")
+                return TrainingResult(str(output_path), tuple(history), best_epoch, cancelled=True, metrics=best_metrics)
+            batch = [_random_patch(train_samples[i], patch, settings, rng) for i in rng.choices(range(len(train_samples)), weights, k=settings.batch_size)]
+            images = [img.to(device) for img, _ in batch]
+            targets = [{k: v.to(device) for k, v in t.items()} for _, t in batch]
+            losses = network(images, targets)
+            loss = losses["classification"] + losses["bbox_regression"]
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            optimiser.step()
+            scheduler.step()
+            step += 1
+            sums += [loss.item(), losses["classification"].item(), losses["bbox_regression"].item()]
+            if progress is not None:
+                progress(step / total_steps, f"epoch {epoch}/{settings.epochs}, step {step}/{total_steps}, loss {loss.item():.3f}")
+        means = sums / steps
+        metrics, threshold = validate(model, val_samples, device) if val_samples else ({}, None)
+        f1 = metrics.get("f1")
+        improved = f1 is None or f1 > best_f1
+        if improved:
+            best_f1, best_epoch = (f1 if f1 is not None else best_f1), epoch
+            best_metrics = {**metrics, "epoch": epoch}
+            new_meta = replace(
+                meta,
+                score_threshold=threshold if threshold is not None else meta.score_threshold,
+                metrics={"validation": best_metrics} if metrics else {},
+            )
+            save_checkpoint(LoadedModel(network, new_meta), output_path)
+            model.metadata = new_meta
+            saved_any = True
+        report = EpochReport(
+            epoch, float(means[0]), float(means[1]), float(means[2]),
+            metrics.get("precision"), metrics.get("recall"), f1, threshold,
+            time.perf_counter() - started, improved,
+        )
+        history.append(report)
+        if on_epoch is not None:
+            on_epoch(report)
+    return TrainingResult(str(output_path), tuple(history), best_epoch, metrics=best_metrics)

@@ -1,0 +1,114 @@
+"""Retrain the bundled checkpoint from scratch on the NEON plots in shared/data/neon.
+
+Usage (from the repository root, after scripts/setup.sh):
+
+    .venv/bin/python scripts/train_bundled_model.py [--epochs 15] [--steps 80]
+
+Whole plots are held out for validation (every fifth plot of each site, in name
+order); the rest are training data. Seeded, so a rerun on the same machine gives
+the same checkpoint. Writes the checkpoint and a JSON of its training history
+next to it in resources/models/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "build" / "pkgroot"))
+
+from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
+from treecrowns.core.checkpoint import ModelMetadata, new_model  # noqa: E402
+from treecrowns.core.model import lite_architecture  # noqa: E402
+from treecrowns.core.training import TrainingSettings, train  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "neon"
+OUTPUT = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
+
+
+def site_of(path: str) -> str:
+    return Path(path).name.split("_")[0]
+
+
+def split_by_site(items, every: int = 5):
+    """Every ``every``-th plot of each site (in name order) is held out."""
+    train_items, val_items = [], []
+    by_site: dict[str, list] = {}
+    for item in sorted(items, key=lambda it: it.image_path):
+        by_site.setdefault(site_of(item.image_path), []).append(item)
+    for site_items in by_site.values():
+        for i, item in enumerate(site_items):
+            (val_items if i % every == every - 1 else train_items).append(item)
+    return train_items, val_items
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with annotations.csv and images/")
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=80, help="steps per epoch")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    items = read_deepforest_csv(args.data / "annotations.csv")
+    train_items, val_items = split_by_site(items)
+    settings = TrainingSettings(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        steps_per_epoch=args.steps,
+        warmup_steps=100,
+        seed=args.seed,
+    )
+    command = "python scripts/train_bundled_model.py " + " ".join(sys.argv[1:])
+    metadata = ModelMetadata(
+        architecture=lite_architecture(),
+        labels=("Tree",),
+        ground_resolution_m=0.2,
+        patch_size=200,
+        score_threshold=0.3,
+        nms_threshold=0.3,
+        provenance={
+            "parent": None,
+            "created": time.strftime("%Y-%m-%d"),
+            "training_data": {
+                "source": "shared/data/neon (NEON AOP 10 cm RGB, DeepForest training plots)",
+                "train_plots": [Path(it.image_path).name for it in train_items],
+                "validation_plots": [Path(it.image_path).name for it in val_items],
+                "train_crowns": sum(len(it.labels) for it in train_items),
+            },
+            "settings": {k: (v.value if hasattr(v, "value") else v) for k, v in vars(settings).items()},
+            "command": command.strip(),
+        },
+    )
+    model = new_model(metadata)
+    started = time.time()
+    history = []
+
+    def on_epoch(report) -> None:
+        history.append(vars(report))
+        print(
+            f"epoch {report.epoch}: loss {report.train_loss:.3f} (cls {report.classification_loss:.3f}, "
+            f"reg {report.regression_loss:.3f}) val P {report.precision} R {report.recall} F1 {report.f1} "
+            f"at score {report.score_threshold} [{report.seconds:.0f} s]{' saved' if report.saved else ''}",
+            flush=True,
+        )
+
+    result = train(model, train_items, args.output, settings, validation_items=val_items, on_epoch=on_epoch)
+    summary = {"best_epoch": result.best_epoch, "validation": result.metrics, "minutes": round((time.time() - started) / 60, 1), "history": history}
+    args.output.with_suffix(".history.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+
+
+if __name__ == "__main__":
+    main()
