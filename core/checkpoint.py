@@ -112,6 +112,7 @@ def save_checkpoint(model: LoadedModel, path: str | Path) -> Path:
         handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(handle)
         save_file(tensors, tmp_name, metadata={_HEADER_KEY: model.metadata.to_json()})
+        os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, path)
     except OSError as exc:
         raise OutputError(f"cannot save the checkpoint to {path}: {exc.strerror or exc}") from exc

@@ -1,0 +1,166 @@
+"""Crown layers: writing detections to GeoPackage and reading boxes back from any vector layer."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsFeatureRequest,
+    QgsField,
+    QgsFields,
+    QgsGeometry,
+    QgsProject,
+    QgsRectangle,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+
+from ..core.errors import AnnotationError, OutputError
+from ..core.prediction import Detections
+from .resources import CROWNS_STYLE
+
+CROWNS_LAYER_NAME = "crowns"
+STATUS_PREDICTED = "predicted"
+
+
+def crown_fields() -> QgsFields:
+    """Fields of a crown layer: what the model said, and the review status a person keeps."""
+    fields = QgsFields()
+    fields.append(QgsField("score", QVariant.Double))
+    fields.append(QgsField("label", QVariant.String))
+    fields.append(QgsField("status", QVariant.String))
+    fields.append(QgsField("model", QVariant.String))
+    fields.append(QgsField("detected", QVariant.String))
+    return fields
+
+
+def detections_crs(detections: Detections) -> QgsCoordinateReferenceSystem:
+    if detections.raster.crs_wkt:
+        return QgsCoordinateReferenceSystem.fromWkt(detections.raster.crs_wkt)
+    return QgsCoordinateReferenceSystem()
+
+
+def display_boxes(detections: Detections) -> np.ndarray:
+    """Boxes as QGIS draws them over the raster.
+
+    QGIS shows a raster without georeferencing with y = -row, so pixel boxes are
+    flipped to land on the image.
+    """
+    if detections.raster.georeferenced:
+        return detections.boxes
+    boxes = detections.pixel_boxes.copy()
+    boxes[:, [1, 3]] = -detections.pixel_boxes[:, [3, 1]]
+    return boxes
+
+
+def crown_features(detections: Detections, model_name: str, fields: QgsFields) -> list[QgsFeature]:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    features = []
+    for box, score, label in zip(display_boxes(detections), detections.scores, detections.labels):
+        feature = QgsFeature(fields)
+        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(*map(float, box))))
+        feature.setAttributes([float(score), label, STATUS_PREDICTED, model_name, stamp])
+        features.append(feature)
+    return features
+
+
+def write_detections(detections: Detections, path: str | Path, model_name: str) -> Path:
+    """Write a crown GeoPackage atomically: either the whole layer appears at ``path`` or nothing.
+
+    Raises:
+        OutputError: If the folder is missing or not writable, or GDAL fails to write.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".gpkg":
+        raise OutputError(f"crowns are written as a GeoPackage; give a path ending in .gpkg, not {path.name}")
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise OutputError(f"cannot write {path}: folder {path.parent} is not writable; choose another output")
+    fields = crown_fields()
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".gpkg")
+    os.close(handle)
+    os.remove(tmp_name)
+    try:
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName = "GPKG"
+        options.layerName = CROWNS_LAYER_NAME
+        writer = QgsVectorFileWriter.create(
+            tmp_name, fields, QgsWkbTypes.Polygon, detections_crs(detections), QgsProject.instance().transformContext(), options
+        )
+        if writer.hasError() != QgsVectorFileWriter.NoError:
+            raise OutputError(f"cannot write {path}: {writer.errorMessage()}")
+        writer.addFeatures(crown_features(detections, model_name, fields))
+        del writer
+        os.replace(tmp_name, path)
+    finally:
+        for leftover in (tmp_name, tmp_name + "-wal", tmp_name + "-shm"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    return path
+
+
+def open_crowns_layer(path: str | Path, name: str) -> QgsVectorLayer:
+    """The crowns of a GeoPackage as a styled, editable layer."""
+    layer = QgsVectorLayer(f"{path}|layername={CROWNS_LAYER_NAME}", name, "ogr")
+    if not layer.isValid():  # written by Processing, which names the layer after the file
+        layer = QgsVectorLayer(str(path), name, "ogr")
+    if not layer.isValid():
+        raise OutputError(f"the crown layer {path} could not be opened")
+    layer.loadNamedStyle(str(CROWNS_STYLE))
+    return layer
+
+
+def unique_path(path: Path) -> Path:
+    """``path``, or ``name_2.gpkg``, ``name_3.gpkg``... so no existing file is overwritten."""
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}_{n}{path.suffix}")
+        n += 1
+    return candidate
+
+
+def layer_boxes(
+    layer: QgsVectorLayer,
+    target_crs: QgsCoordinateReferenceSystem,
+    label_field: str | None = "label",
+    default_label: str | None = None,
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Bounding boxes of a layer's features in ``target_crs``, with their labels.
+
+    Labels come from ``label_field`` when the layer has it, else ``default_label``.
+
+    Raises:
+        AnnotationError: If a feature has no label and no default is known.
+    """
+    transform = None
+    if target_crs.isValid() and layer.crs().isValid() and layer.crs() != target_crs:
+        transform = QgsCoordinateTransform(layer.crs(), target_crs, QgsProject.instance())
+    has_field = bool(label_field) and layer.fields().indexOf(label_field) >= 0
+    boxes, labels = [], []
+    for feature in layer.getFeatures(QgsFeatureRequest()):
+        geometry = feature.geometry()
+        if geometry is None or geometry.isEmpty():
+            continue
+        if transform is not None:
+            geometry.transform(transform)
+        rect = geometry.boundingBox()
+        label = feature[label_field] if has_field else default_label
+        if label in (None, "") or (hasattr(label, "isNull") and label.isNull()):
+            label = default_label
+        if label is None:
+            raise AnnotationError(
+                f"feature {feature.id()} of layer '{layer.name()}' has no label; fill its '{label_field}' field"
+            )
+        boxes.append([rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()])
+        labels.append(str(label))
+    return np.array(boxes, dtype=float).reshape(-1, 4), tuple(labels)

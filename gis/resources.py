@@ -1,0 +1,15 @@
+"""Paths of the files the plugin ships in resources/."""
+
+from pathlib import Path
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+BUNDLED_MODEL = RESOURCES / "models" / "treecrowns-neon-lite.safetensors"
+SAMPLE_RASTER = RESOURCES / "sample" / "neon_sample.tif"
+ICON = RESOURCES / "icon.svg"
+CROWNS_STYLE = RESOURCES / "styles" / "crowns.qml"
+EVALUATION_STYLE = RESOURCES / "styles" / "evaluation.qml"
+
+
+def model_path_or_bundled(path: str | None) -> Path:
+    """The user's checkpoint, or the bundled one when none was chosen."""
+    return Path(path) if path else BUNDLED_MODEL

@@ -1,0 +1,56 @@
+"""Turning QGIS layers (rasters, crown boxes, reviewed areas) into the engine's training data."""
+
+from __future__ import annotations
+
+from qgis.core import QgsRasterLayer, QgsVectorLayer
+
+from ..core.annotations import ImageAnnotations, from_map_boxes
+from ..core.errors import AnnotationError
+from .layers import layer_boxes
+
+
+def _on_extent(boxes, extent) -> list[int]:
+    return [
+        i
+        for i, (x0, y0, x1, y1) in enumerate(boxes)
+        if x1 > extent.xMinimum() and x0 < extent.xMaximum() and y1 > extent.yMinimum() and y0 < extent.yMaximum()
+    ]
+
+
+def annotations_for_rasters(
+    rasters: list[QgsRasterLayer],
+    crowns: QgsVectorLayer,
+    label_field: str | None = "label",
+    regions: QgsVectorLayer | None = None,
+    default_label: str | None = None,
+) -> tuple[list[ImageAnnotations], list[str]]:
+    """One :class:`ImageAnnotations` per raster that has crowns or reviewed areas on it.
+
+    Returns:
+        The annotations, and warnings about rasters that were left out.
+
+    Raises:
+        AnnotationError: If the crown layer is empty or none of its crowns lie on any raster.
+    """
+    if crowns.featureCount() == 0:
+        raise AnnotationError(f"the annotation layer '{crowns.name()}' has no features; draw or import crowns first")
+    items, warnings = [], []
+    for raster in rasters:
+        crs = raster.crs()
+        boxes, labels = layer_boxes(crowns, crs, label_field, default_label)
+        extent = raster.extent()
+        on_raster = _on_extent(boxes, extent)
+        region_boxes = None
+        if regions is not None:
+            all_regions, _ = layer_boxes(regions, crs, None, default_label="area")
+            region_boxes = all_regions[_on_extent(all_regions, extent)]
+        if not on_raster and (region_boxes is None or len(region_boxes) == 0):
+            warnings.append(f"no crowns lie on raster '{raster.name()}'; it was left out")
+            continue
+        items.append(from_map_boxes(raster.source(), boxes[on_raster], tuple(labels[i] for i in on_raster), region_boxes))
+    if not items:
+        raise AnnotationError(
+            f"none of the {crowns.featureCount()} crowns of '{crowns.name()}' lie on the chosen raster(s); "
+            "check that they cover the same area"
+        )
+    return items, warnings

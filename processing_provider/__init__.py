@@ -1,0 +1,1 @@
+"""The treecrowns Processing provider: detect, train and evaluate as Processing algorithms."""

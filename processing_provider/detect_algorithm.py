@@ -1,0 +1,132 @@
+"""Processing algorithm ``treecrowns:detect``: a raster in, a layer of crown boxes out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import (
+    QgsFeatureSink,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsWkbTypes,
+)
+
+from ..core.checkpoint import load_checkpoint
+from ..core.errors import Cancelled, TreecrownsError
+from ..core.prediction import Device, DetectionSettings, detect
+from ..gis.feedback import from_processing
+from ..gis.layers import crown_features, crown_fields, detections_crs
+from ..gis.resources import model_path_or_bundled
+
+DEVICES = [Device.AUTO, Device.CPU, Device.CUDA]
+
+
+class DetectAlgorithm(QgsProcessingAlgorithm):
+    INPUT = "INPUT"
+    MODEL = "MODEL"
+    OUTPUT = "OUTPUT"
+    SCORE_THRESHOLD = "SCORE_THRESHOLD"
+    NMS_THRESHOLD = "NMS_THRESHOLD"
+    PATCH_SIZE = "PATCH_SIZE"
+    OVERLAP = "OVERLAP"
+    BATCH_SIZE = "BATCH_SIZE"
+    DEVICE = "DEVICE"
+    RESAMPLE = "RESAMPLE"
+    CROWN_COUNT = "CROWN_COUNT"
+
+    def name(self) -> str:
+        return "detect"
+
+    def displayName(self) -> str:
+        return "Detect tree crowns"
+
+    def shortHelpString(self) -> str:
+        return (
+            "Finds individual tree crowns in an RGB orthophoto with a RetinaNet detector and writes one box per "
+            "crown, with its score and label, in the raster's CRS. MODEL is a treecrowns checkpoint or a "
+            "DeepForest model; leave it empty for the bundled model. Thresholds and patch size of 0 mean "
+            "'as the checkpoint says'. The raster is resampled to the model's ground resolution unless RESAMPLE is off."
+        )
+
+    def createInstance(self) -> "DetectAlgorithm":
+        return DetectAlgorithm()
+
+    def initAlgorithm(self, config=None) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Orthophoto (RGB)"))
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL, "Model checkpoint (empty: bundled model)", optional=True, fileFilter="Checkpoints (*.safetensors *.pt *.pth *.ckpt)"
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.SCORE_THRESHOLD, "Score threshold (0: checkpoint default)", QgsProcessingParameterNumber.Double, 0.0, False, 0.0, 1.0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.NMS_THRESHOLD, "Overlap (IoU) above which duplicates are removed (0: checkpoint default)",
+                QgsProcessingParameterNumber.Double, 0.0, False, 0.0, 1.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.PATCH_SIZE, "Patch size in model pixels (0: checkpoint default)", QgsProcessingParameterNumber.Integer, 0, False, 0, 4096
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(self.OVERLAP, "Patch overlap (fraction)", QgsProcessingParameterNumber.Double, 0.15, False, 0.0, 0.9)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(self.BATCH_SIZE, "Patches per batch", QgsProcessingParameterNumber.Integer, 4, False, 1, 256)
+        )
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", [d.value for d in DEVICES], defaultValue=0))
+        self.addParameter(QgsProcessingParameterBoolean(self.RESAMPLE, "Resample to the model's ground resolution", True))
+        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Tree crowns", QgsProcessing.TypeVectorPolygon))
+        self.addOutput(QgsProcessingOutputNumber(self.CROWN_COUNT, "Number of crowns"))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if raster is None:
+            raise QgsProcessingException("the input raster could not be opened; check the path or layer")
+        model_path = model_path_or_bundled(self.parameterAsFile(parameters, self.MODEL, context))
+        settings = DetectionSettings(
+            score_threshold=self.parameterAsDouble(parameters, self.SCORE_THRESHOLD, context) or None,
+            nms_threshold=self.parameterAsDouble(parameters, self.NMS_THRESHOLD, context) or None,
+            patch_size=self.parameterAsInt(parameters, self.PATCH_SIZE, context) or None,
+            overlap=self.parameterAsDouble(parameters, self.OVERLAP, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            resample=self.parameterAsBool(parameters, self.RESAMPLE, context),
+        )
+        progress, should_stop = from_processing(feedback)
+        try:
+            model = load_checkpoint(model_path)
+            feedback.pushInfo(
+                f"Model {model_path.name}: labels {list(model.metadata.labels)}, "
+                f"{model.metadata.ground_resolution_m} m per pixel, {model.metadata.patch_size} px patches"
+            )
+            detections = detect(raster.source(), model, settings, progress, should_stop)
+        except Cancelled as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        except TreecrownsError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        for warning in detections.warnings:
+            feedback.reportError(f"Warning: {warning}", fatalError=False)
+        # The sink is created only now, so a failed or cancelled run writes no layer.
+        fields = crown_fields()
+        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Polygon, detections_crs(detections))
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+        for feature in crown_features(detections, Path(model_path).name, fields):
+            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        feedback.pushInfo(f"{len(detections)} tree crowns found")
+        return {self.OUTPUT: dest_id, self.CROWN_COUNT: len(detections)}

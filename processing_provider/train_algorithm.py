@@ -1,0 +1,141 @@
+"""Processing algorithm ``treecrowns:train``: retrain a detector on crowns drawn or corrected in QGIS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterVectorLayer,
+)
+
+from ..core.checkpoint import load_checkpoint, with_provenance
+from ..core.errors import Cancelled, TreecrownsError
+from ..core.training import TrainingSettings, train
+from ..gis.feedback import from_processing
+from ..gis.resources import model_path_or_bundled
+from ..gis.training_data import annotations_for_rasters
+from .detect_algorithm import DEVICES
+
+
+class TrainAlgorithm(QgsProcessingAlgorithm):
+    RASTERS = "RASTERS"
+    ANNOTATIONS = "ANNOTATIONS"
+    LABEL_FIELD = "LABEL_FIELD"
+    REGIONS = "REGIONS"
+    BASE_MODEL = "BASE_MODEL"
+    EPOCHS = "EPOCHS"
+    LEARNING_RATE = "LEARNING_RATE"
+    BATCH_SIZE = "BATCH_SIZE"
+    VALIDATION_SHARE = "VALIDATION_SHARE"
+    DEVICE = "DEVICE"
+    OUTPUT_MODEL = "OUTPUT_MODEL"
+
+    def name(self) -> str:
+        return "train"
+
+    def displayName(self) -> str:
+        return "Train tree-crown model"
+
+    def shortHelpString(self) -> str:
+        return (
+            "Retrains a detector on crown boxes drawn or corrected in QGIS. ANNOTATIONS is a layer of crown "
+            "boxes (its 'label' field gives the class; without one, the base model's only class is used). "
+            "REGIONS, if given, are polygons of fully annotated areas: only crowns inside them are used and "
+            "everything else inside them counts as background. Whole rasters are held out for validation when "
+            "there are several. The best epoch is written to OUTPUT_MODEL."
+        )
+
+    def createInstance(self) -> "TrainAlgorithm":
+        return TrainAlgorithm()
+
+    def initAlgorithm(self, config=None) -> None:
+        self.addParameter(QgsProcessingParameterMultipleLayers(self.RASTERS, "Orthophotos", QgsProcessing.TypeRaster))
+        self.addParameter(QgsProcessingParameterVectorLayer(self.ANNOTATIONS, "Crown annotations", [QgsProcessing.TypeVectorPolygon]))
+        self.addParameter(
+            QgsProcessingParameterField(self.LABEL_FIELD, "Label field", "label", self.ANNOTATIONS, optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterVectorLayer(self.REGIONS, "Fully annotated areas", [QgsProcessing.TypeVectorPolygon], optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(self.BASE_MODEL, "Base model (empty: bundled model)", optional=True, fileFilter="Checkpoints (*.safetensors *.pt *.pth *.ckpt)")
+        )
+        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, "Epochs", QgsProcessingParameterNumber.Integer, 10, False, 1, 1000))
+        self.addParameter(
+            QgsProcessingParameterNumber(self.LEARNING_RATE, "Learning rate", QgsProcessingParameterNumber.Double, 0.005, False, 1e-6, 1.0)
+        )
+        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer, 8, False, 1, 256))
+        self.addParameter(
+            QgsProcessingParameterNumber(self.VALIDATION_SHARE, "Share of rasters held out for validation", QgsProcessingParameterNumber.Double, 0.2, False, 0.0, 0.9)
+        )
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", [d.value for d in DEVICES], defaultValue=0))
+        self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, "Trained model", "Checkpoints (*.safetensors)"))
+        for key, title in (("PRECISION", "Validation precision"), ("RECALL", "Validation recall"), ("F1", "Validation F1")):
+            self.addOutput(QgsProcessingOutputNumber(key, title))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        rasters = self.parameterAsLayerList(parameters, self.RASTERS, context)
+        crowns = self.parameterAsVectorLayer(parameters, self.ANNOTATIONS, context)
+        regions = self.parameterAsVectorLayer(parameters, self.REGIONS, context)
+        label_field = self.parameterAsString(parameters, self.LABEL_FIELD, context) or "label"
+        base_path = model_path_or_bundled(self.parameterAsFile(parameters, self.BASE_MODEL, context))
+        output = Path(self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context))
+        if output.suffix != ".safetensors":
+            output = output.with_suffix(".safetensors")
+        if not rasters:
+            raise QgsProcessingException("choose at least one orthophoto to train on")
+        settings = TrainingSettings(
+            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
+            learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            validation_share=self.parameterAsDouble(parameters, self.VALIDATION_SHARE, context),
+            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+        )
+        progress, should_stop = from_processing(feedback)
+        try:
+            model = load_checkpoint(base_path)
+            labels = model.metadata.labels
+            items, warnings = annotations_for_rasters(
+                rasters, crowns, label_field, regions, default_label=labels[0] if len(labels) == 1 else None
+            )
+            for warning in warnings:
+                feedback.reportError(f"Warning: {warning}", fatalError=False)
+            model.metadata = with_provenance(
+                model.metadata,
+                parent=str(base_path),
+                training_data={
+                    "annotations": crowns.source(),
+                    "regions": regions.source() if regions is not None else None,
+                    "rasters": [item.image_path for item in items],
+                    "crowns": sum(len(item.labels) for item in items),
+                },
+            )
+            result = train(
+                model, items, output, settings, progress=progress, should_stop=should_stop,
+                on_epoch=lambda r: feedback.pushInfo(
+                    f"epoch {r.epoch}: loss {r.train_loss:.3f}, validation F1 {r.f1}, precision {r.precision}, recall {r.recall}"
+                ),
+            )
+        except Cancelled as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        except TreecrownsError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        if result.cancelled:
+            feedback.reportError(f"Training was cancelled; the best checkpoint so far (epoch {result.best_epoch}) was kept", fatalError=False)
+        metrics = result.metrics
+        return {
+            self.OUTPUT_MODEL: str(output),
+            "PRECISION": metrics.get("precision"),
+            "RECALL": metrics.get("recall"),
+            "F1": metrics.get("f1"),
+        }

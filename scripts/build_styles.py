@@ -1,0 +1,61 @@
+"""Regenerate the QML styles in resources/styles/ with QGIS's own renderer classes.
+
+Run with QGIS's Python: QT_QPA_PLATFORM=offscreen /usr/bin/python3 scripts/build_styles.py
+"""
+
+from pathlib import Path
+
+from qgis.core import (
+    QgsApplication,
+    QgsCategorizedSymbolRenderer,
+    QgsFillSymbol,
+    QgsGradientColorRamp,
+    QgsGraduatedSymbolRenderer,
+    QgsRendererCategory,
+    QgsRendererRange,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtGui import QColor
+
+STYLES = Path(__file__).resolve().parents[1] / "resources" / "styles"
+
+
+def outline(colour: str, width: float = 0.6) -> QgsFillSymbol:
+    return QgsFillSymbol.createSimple(
+        {"color": "0,0,0,0", "style": "no", "outline_color": colour, "outline_width": str(width), "outline_width_unit": "MM"}
+    )
+
+
+def crowns_style() -> None:
+    """Outline coloured by score: red (doubtful) through yellow to green (confident)."""
+    layer = QgsVectorLayer("Polygon?field=score:double&field=label:string&field=status:string", "crowns", "memory")
+    ramp = QgsGradientColorRamp(QColor("#d7191c"), QColor("#1a9641"))
+    ranges = []
+    bounds = [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0001]
+    for i, (low, high) in enumerate(zip(bounds, bounds[1:])):
+        colour = ramp.color(i / (len(bounds) - 2)).name()
+        ranges.append(QgsRendererRange(low, high, outline(colour), f"score {low:.1f} – {min(high, 1.0):.1f}"))
+    renderer = QgsGraduatedSymbolRenderer("score", ranges)
+    layer.setRenderer(renderer)
+    layer.saveNamedStyle(str(STYLES / "crowns.qml"))
+
+
+def evaluation_style() -> None:
+    """True positives green, false positives orange, missed crowns magenta."""
+    layer = QgsVectorLayer("Polygon?field=outcome:string&field=iou:double", "evaluation", "memory")
+    categories = [
+        QgsRendererCategory("true positive", outline("#1a9641", 0.7), "true positive"),
+        QgsRendererCategory("false positive", outline("#fd8d3c", 0.7), "false positive"),
+        QgsRendererCategory("missed", outline("#d01c8b", 0.9), "missed crown"),
+    ]
+    layer.setRenderer(QgsCategorizedSymbolRenderer("outcome", categories))
+    layer.saveNamedStyle(str(STYLES / "evaluation.qml"))
+
+
+if __name__ == "__main__":
+    app = QgsApplication([], False)
+    app.initQgis()
+    STYLES.mkdir(parents=True, exist_ok=True)
+    crowns_style()
+    evaluation_style()
+    app.exitQgis()

@@ -1,0 +1,1 @@
+"""Qt widgets: they read inputs, call one function, and show results."""
