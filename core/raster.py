@@ -144,7 +144,7 @@ class RasterReader:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 self._dataset = rasterio.open(path)
-        except RasterioError as exc:
+        except (RasterioError, OSError) as exc:
             raise RasterError(f"cannot read {path} as a raster ({exc}); is it a GeoTIFF or other GDAL image?") from exc
         try:
             chosen = _choose_bands(self._dataset, bands)
@@ -196,7 +196,7 @@ class RasterReader:
             valid = self._dataset.dataset_mask(
                 window=rio_window, out_shape=(out_height, out_width), resampling=Resampling.nearest
             ) > 0
-        except RasterioError as exc:
+        except (RasterioError, OSError) as exc:
             raise RasterError(f"cannot read window {window} of {self.info.path}: {exc}") from exc
         image = data.astype(np.float32)
         scaling = self.info.scaling
