@@ -1,0 +1,136 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model, read_metadata, save_checkpoint
+from treecrowns.core.errors import CheckpointError, OutputError
+from treecrowns.core.model import deepforest_architecture, lite_architecture
+
+
+def small_lite(labels=("Tree",)) -> ModelMetadata:
+    return ModelMetadata(
+        architecture=lite_architecture(), labels=labels, ground_resolution_m=0.2, patch_size=64,
+        provenance={"parent": None}, metrics={"validation": {"f1": 0.5}},
+    )
+
+
+def outputs_of(model, image):
+    model.network.eval()
+    model.network.score_thresh = 0.0
+    with torch.inference_mode():
+        return model.network([image])[0]
+
+
+def test_roundtrip_keeps_weights_and_metadata(tmp_path):
+    model = new_model(small_lite(("alive", "dead")))
+    path = save_checkpoint(model, tmp_path / "m.safetensors")
+    loaded = load_checkpoint(path)
+    assert loaded.metadata == model.metadata
+    assert read_metadata(path).labels == ("alive", "dead")
+    image = torch.rand(3, 64, 64)
+    a, b = outputs_of(model, image), outputs_of(loaded, image)
+    assert torch.allclose(a["scores"], b["scores"]) and torch.allclose(a["boxes"], b["boxes"])
+    assert not list(tmp_path.glob(".*tmp")), "no temporary file may be left behind"
+
+
+def test_saving_into_a_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(OutputError, match="does not exist"):
+        save_checkpoint(new_model(small_lite()), tmp_path / "nope" / "m.safetensors")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "not a model checkpoint"),
+        (b"\x00garbage" * 100, "not a model checkpoint"),
+        (b"PK\x03\x04 broken zip", "not a model checkpoint"),
+    ],
+)
+def test_files_that_are_not_checkpoints_are_refused_clearly(tmp_path, content, message):
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_truncated_safetensors_file_is_refused_clearly(tmp_path):
+    path = save_checkpoint(new_model(small_lite()), tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "none.safetensors")
+
+
+def test_pickle_that_would_run_code_is_not_executed(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as handle:
+        pickle.dump({"state_dict": Exploit()}, handle)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def deepforest_state(num_classes=1):
+    meta = ModelMetadata(architecture=deepforest_architecture(), labels=tuple(str(i) for i in range(num_classes)),
+                         ground_resolution_m=0.1, patch_size=400)
+    model = new_model(meta)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        model.network.head.classification_head.cls_logits.bias.normal_()
+    return model, {f"model.{k}": v.clone() for k, v in model.network.state_dict().items()}
+
+
+def test_deepforest_lightning_file_loads_with_labels_from_its_hyperparameters(tmp_path):
+    model, state = deepforest_state(2)
+    path = tmp_path / "deepforest.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": {"label_dict": {"Alive": 0, "Dead": 1}}}, path)
+    loaded = load_checkpoint(path)
+    assert loaded.metadata.labels == ("Alive", "Dead")
+    assert loaded.metadata.architecture["family"] == "deepforest"
+    assert loaded.metadata.ground_resolution_m == 0.1 and loaded.metadata.patch_size == 400
+    assert torch.equal(
+        loaded.network.head.classification_head.cls_logits.bias, model.network.head.classification_head.cls_logits.bias
+    )
+
+
+def test_deepforest_hugging_face_folder_loads(tmp_path):
+    model, state = deepforest_state(1)
+    save_file({k[len("model."):]: v.contiguous() for k, v in state.items()}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"label_dict": {"Tree": 0}, "score_thresh": 0.1, "nms_thresh": 0.05}))
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.metadata.labels == ("Tree",)
+    assert loaded.metadata.nms_threshold == 0.05
+    image = torch.rand(3, 96, 96)
+    assert torch.allclose(outputs_of(model, image)["scores"], outputs_of(loaded, image)["scores"])
+
+
+def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path):
+    _model, state = deepforest_state(1)
+    state.pop("model.head.classification_head.cls_logits.weight")
+    path = tmp_path / "broken.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(path)
+
+
+def test_lite_network_sees_patches_at_native_size():
+    model = new_model(small_lite())
+    model.network.eval()
+    images, _ = model.network.transform([torch.rand(3, 64, 64)])
+    assert tuple(images.tensors.shape[-2:]) == (64, 64)
+    assert np.isclose(sum(p.numel() for p in model.network.parameters()) / 1e6, 12.4, atol=0.5)

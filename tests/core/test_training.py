@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+
+from synthetic import write_raster
+from treecrowns.core.annotations import ImageAnnotations
+from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model
+from treecrowns.core.errors import AnnotationError, Cancelled, CheckpointError
+from treecrowns.core.model import lite_architecture
+from treecrowns.core.prediction import DetectionSettings, detect
+from treecrowns.core.training import TrainingSettings, train
+from treecrowns.core.evaluation import evaluate
+
+
+def scene(tmp_path, name, seed, count=8, size=128):
+    """A raster with ``count`` bright square crowns placed at random, and their pixel boxes."""
+    rng = np.random.default_rng(seed)
+    crowns = []
+    while len(crowns) < count:
+        side = int(rng.integers(10, 22))
+        col, row = (int(v) for v in rng.integers(0, size - side, 2))
+        if all(col + side < c or c + s < col or row + side < r or r + s < row for c, r, s in crowns):
+            crowns.append((col, row, side))
+    path = write_raster(tmp_path / f"{name}.tif", size, size, crowns, seed=seed)
+    boxes = np.array([[c, r, c + s, r + s] for c, r, s in crowns], dtype=float)
+    return ImageAnnotations(str(path), boxes, ("Tree",) * len(crowns))
+
+
+def small_model(labels=("Tree",)):
+    meta = ModelMetadata(architecture=lite_architecture(), labels=labels, ground_resolution_m=0.1, patch_size=64,
+                         provenance={"parent": None})
+    return new_model(meta)
+
+
+FAST = TrainingSettings(epochs=2, steps_per_epoch=3, batch_size=2, warmup_steps=2, device="cpu")
+
+
+def test_training_writes_a_checkpoint_with_history_and_validation_metrics(tmp_path):
+    items = [scene(tmp_path, f"s{i}", i) for i in range(3)]
+    epochs = []
+    result = train(small_model(), items, tmp_path / "out.safetensors", FAST, on_epoch=epochs.append)
+    assert [e.epoch for e in epochs] == [1, 2] and all(np.isfinite(e.train_loss) for e in epochs)
+    assert all(e.f1 is not None for e in epochs), "one of three rasters is held out for validation"
+    loaded = load_checkpoint(result.checkpoint_path)
+    assert loaded.metadata.metrics["validation"]["epoch"] == result.best_epoch
+    assert loaded.metadata.provenance == {"parent": None}
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_cancel_keeps_the_last_good_checkpoint(tmp_path):
+    items = [scene(tmp_path, f"s{i}", i) for i in range(2)]
+    steps = []
+
+    def progress(fraction, message):
+        steps.append(fraction)
+
+    result = train(small_model(), items, tmp_path / "out.safetensors", FAST, progress=progress,
+                   should_stop=lambda: len(steps) >= 4)
+    assert result.cancelled and result.best_epoch == 1
+    assert load_checkpoint(tmp_path / "out.safetensors").metadata.labels == ("Tree",)
+
+
+def test_cancel_before_the_first_epoch_writes_nothing(tmp_path):
+    items = [scene(tmp_path, "s0", 0)]
+    with pytest.raises(Cancelled):
+        train(small_model(), items, tmp_path / "out.safetensors", FAST, should_stop=lambda: True)
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_annotation_classes_must_fit_the_base_model(tmp_path):
+    item = scene(tmp_path, "s0", 0)
+    other = ImageAnnotations(item.image_path, item.boxes, ("Dead",) * len(item.labels))
+    with pytest.raises(CheckpointError, match="base model has 1"):
+        train(small_model(), [item, other], tmp_path / "out.safetensors", FAST)
+
+
+def test_nothing_to_train_on_is_an_error(tmp_path):
+    empty = ImageAnnotations(str(write_raster(tmp_path / "e.tif", 64, 64)), np.zeros((0, 4)), ())
+    with pytest.raises(AnnotationError, match="no annotated crowns"):
+        train(small_model(), [empty], tmp_path / "out.safetensors", FAST)
+
+
+@pytest.mark.slow
+def test_training_learns_to_find_synthetic_crowns(tmp_path):
+    items = [scene(tmp_path, f"s{i}", i) for i in range(6)]
+    held_out = scene(tmp_path, "held", 99)
+    settings = TrainingSettings(epochs=6, steps_per_epoch=25, batch_size=4, learning_rate=0.01, warmup_steps=20, device="cpu")
+    train(small_model(), items, tmp_path / "out.safetensors", settings, validation_items=items[:1])
+    model = load_checkpoint(tmp_path / "out.safetensors")
+    found = detect(held_out.image_path, model, DetectionSettings())
+    result = evaluate({"h": found.pixel_boxes}, {"h": held_out.boxes})
+    assert result.f1 >= 0.7, result.as_dict()
