@@ -1,0 +1,67 @@
+"""treecrowns:detect through QGIS Processing, on real NEON plots and broken inputs."""
+
+import processing
+import pytest
+from qgis.core import QgsProcessingException, QgsRasterLayer, QgsVectorLayer
+
+from synthetic import write_raster
+
+HELD_OUT_PLOT = "HARV_033.tif"  # validation plot of the bundled model, never trained on
+
+
+def test_detect_writes_crowns_in_the_raster_crs_with_score_and_label(neon, tmp_path):
+    raster_path = neon / "images" / HELD_OUT_PLOT
+    output = tmp_path / "crowns.gpkg"
+    result = processing.run("treecrowns:detect", {"INPUT": str(raster_path), "OUTPUT": str(output)})
+    layer = QgsVectorLayer(str(output), "crowns", "ogr")
+    raster = QgsRasterLayer(str(raster_path), "plot")
+    assert layer.isValid() and layer.featureCount() == result["CROWN_COUNT"] > 0
+    assert layer.crs().authid() == raster.crs().authid() == "EPSG:32618"
+    names = layer.fields().names()
+    assert {"score", "label", "status", "model"} <= set(names)
+    extent = raster.extent()
+    for feature in layer.getFeatures():
+        box = feature.geometry().boundingBox()
+        assert extent.contains(box), "every crown lies on the raster"
+        assert 0.0 < feature["score"] <= 1.0 and feature["label"] == "Tree" and feature["status"] == "predicted"
+
+
+def test_detect_parameters_reach_the_engine(neon, tmp_path):
+    raster_path = str(neon / "images" / HELD_OUT_PLOT)
+    loose = processing.run("treecrowns:detect", {"INPUT": raster_path, "OUTPUT": str(tmp_path / "a.gpkg"), "SCORE_THRESHOLD": 0.05})
+    strict = processing.run("treecrowns:detect", {"INPUT": raster_path, "OUTPUT": str(tmp_path / "b.gpkg"), "SCORE_THRESHOLD": 0.9})
+    assert loose["CROWN_COUNT"] > strict["CROWN_COUNT"]
+    scores = [f["score"] for f in QgsVectorLayer(str(tmp_path / "a.gpkg")).getFeatures()]
+    assert min(scores) >= 0.05
+
+
+def test_corrupt_checkpoint_is_reported_in_the_log(neon, tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a model at all")
+    with pytest.raises(QgsProcessingException, match="not a model checkpoint"):
+        processing.run("treecrowns:detect", {"INPUT": str(neon / "images" / HELD_OUT_PLOT), "MODEL": str(bad), "OUTPUT": str(tmp_path / "c.gpkg")})
+    assert not (tmp_path / "c.gpkg").exists(), "a failed run writes no layer"
+
+
+def test_missing_raster_is_reported(tmp_path):
+    with pytest.raises(QgsProcessingException):
+        processing.run("treecrowns:detect", {"INPUT": str(tmp_path / "missing.tif"), "OUTPUT": str(tmp_path / "c.gpkg")})
+
+
+def test_raster_without_rgb_bands_is_reported(tmp_path):
+    import numpy as np
+    import rasterio
+
+    grey = tmp_path / "grey.tif"
+    with rasterio.open(grey, "w", driver="GTiff", width=50, height=50, count=1, dtype="uint8", crs="EPSG:32618",
+                       transform=rasterio.transform.from_origin(0, 50, 1, 1)) as dst:
+        dst.write(np.zeros((1, 50, 50), dtype=np.uint8))
+    with pytest.raises(QgsProcessingException, match="RGB"):
+        processing.run("treecrowns:detect", {"INPUT": str(grey), "OUTPUT": str(tmp_path / "c.gpkg")})
+
+
+def test_empty_scene_gives_an_empty_layer_not_an_error(tmp_path):
+    blank = write_raster(tmp_path / "blank.tif", 120, 120)
+    result = processing.run("treecrowns:detect", {"INPUT": str(blank), "OUTPUT": str(tmp_path / "e.gpkg"), "SCORE_THRESHOLD": 0.99})
+    assert result["CROWN_COUNT"] == 0
+    assert QgsVectorLayer(str(tmp_path / "e.gpkg")).isValid()

@@ -1,0 +1,64 @@
+"""The background detection task: result layer on success, nothing on disk after cancel or failure."""
+
+import time
+from pathlib import Path
+
+from qgis.core import QgsApplication, QgsVectorLayer
+from qgis.PyQt.QtCore import QCoreApplication
+
+from synthetic import write_raster
+from treecrowns.core.prediction import DetectionSettings
+from treecrowns.gis.detection_task import DetectionTask
+from treecrowns.gis.layers import open_crowns_layer, unique_path
+from treecrowns.gis.resources import BUNDLED_MODEL
+
+PLOT = "HARV_033.tif"
+
+
+def run_task(raster, output, model=BUNDLED_MODEL, cancel=False, timeout=120):
+    outcomes = []
+    task = DetectionTask(str(raster), str(model), Path(output), DetectionSettings(), outcomes.append)
+    QgsApplication.taskManager().addTask(task)
+    if cancel:
+        task.cancel()
+    deadline = time.monotonic() + timeout
+    while not outcomes and time.monotonic() < deadline:
+        QCoreApplication.processEvents()
+        time.sleep(0.01)
+    assert outcomes, "the task did not finish in time"
+    return outcomes[0]
+
+
+def test_task_writes_a_styled_editable_crown_layer(neon, tmp_path):
+    output = tmp_path / "crowns.gpkg"
+    outcome = run_task(neon / "images" / PLOT, output)
+    assert outcome.error is None and not outcome.cancelled and outcome.crown_count > 0
+    layer = open_crowns_layer(output, "crowns")
+    assert layer.featureCount() == outcome.crown_count
+    assert layer.crs().authid() == "EPSG:32618"
+    assert layer.renderer().type() == "graduatedSymbol" and layer.renderer().classAttribute() == "score"
+    assert layer.startEditing() and layer.deleteFeature(next(layer.getFeatures()).id()) and layer.commitChanges()
+    assert QgsVectorLayer(str(output)).featureCount() == outcome.crown_count - 1
+
+
+def test_cancelled_task_leaves_no_layer_on_disk(neon, tmp_path):
+    output = tmp_path / "crowns.gpkg"
+    outcome = run_task(neon / "images" / PLOT, output, cancel=True)
+    assert outcome.cancelled
+    assert list(tmp_path.iterdir()) == [], "neither the layer nor a temporary file may remain"
+
+
+def test_failed_task_reports_the_reason(tmp_path):
+    raster = write_raster(tmp_path / "r.tif", 64, 64)
+    bad_model = tmp_path / "model.safetensors"
+    bad_model.write_bytes(b"\x00" * 64)
+    outcome = run_task(raster, tmp_path / "crowns.gpkg", model=bad_model)
+    assert not outcome.cancelled and "not a valid checkpoint" in outcome.error
+    assert not (tmp_path / "crowns.gpkg").exists()
+
+
+def test_existing_files_are_never_overwritten_by_default_names(tmp_path):
+    first = tmp_path / "plot_crowns.gpkg"
+    first.write_text("precious")
+    assert unique_path(first) == tmp_path / "plot_crowns_2.gpkg"
+    assert first.read_text() == "precious"
