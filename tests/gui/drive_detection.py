@@ -1,0 +1,127 @@
+"""Run inside the real QGIS desktop (qgis --code): open the dock, detect on the sample, check, screenshot.
+
+Writes result.json and PNG screenshots into $TREECROWNS_GUI_OUT, then quits QGIS.
+Driven by tests/gui/test_desktop.py.
+"""
+
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+import qgis.utils
+from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtWidgets import QApplication, QDockWidget, QToolBar
+
+OUT = Path(os.environ["TREECROWNS_GUI_OUT"])
+RASTER = os.environ["TREECROWNS_GUI_RASTER"]
+result = {"steps": [], "python_errors": []}
+ticks = []
+
+
+def record_exception(exc_type, value, tb, *args, **kwargs):
+    """QGIS would open a modal dialog for a Python error and the run would hang: record it instead."""
+    result["python_errors"].append("".join(traceback.format_exception(exc_type, value, tb)))
+
+
+qgis.utils.showException = record_exception
+
+
+def save(name):
+    path = OUT / f"{name}.png"
+    qgis.utils.iface.mainWindow().grab().save(str(path))
+    result["steps"].append(name)
+
+
+def finish(error=None):
+    if error:
+        result["error"] = error
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    result["max_event_loop_gap_s"] = max(gaps) if gaps else None
+    result["event_loop_ticks"] = len(ticks)
+    (OUT / "result.json").write_text(json.dumps(result, indent=2))
+    QApplication.instance().exit(0)
+
+
+def guarded(step):
+    def run():
+        try:
+            step()
+        except Exception:
+            finish(traceback.format_exc())
+
+    return run
+
+
+def start():
+    iface = qgis.utils.iface
+    import torch  # the real desktop must survive importing torch (see DESIGN.md on triton)
+
+    result["torch"] = torch.__version__
+    qgis.utils.updateAvailablePlugins()  # QGIS was started with --noplugins; make it see ours
+    assert qgis.utils.loadPlugin("treecrowns"), "plugin could not be loaded"
+    assert qgis.utils.startPlugin("treecrowns"), "plugin could not be started"
+    plugin = qgis.utils.plugins["treecrowns"]
+    raster = QgsRasterLayer(RASTER, "sample orthophoto")
+    assert raster.isValid()
+    QgsProject.instance().addMapLayer(raster)
+    iface.mapCanvas().setExtent(raster.extent())
+    # Open the dock the way a user does: the toolbar button.
+    buttons = [a for tb in iface.mainWindow().findChildren(QToolBar) for a in tb.actions() if a.objectName() == "TreecrownsShowDock"]
+    result["toolbar_button"] = bool(buttons)
+    buttons[0].trigger()
+    dock = iface.mainWindow().findChild(QDockWidget, "TreecrownsDock")
+    result["dock_visible"] = bool(dock and dock.isVisible())
+    result["raster_choices"] = [dock.raster_combo.itemText(i) for i in range(dock.raster_combo.count())]
+    result["model_info"] = dock.model_info.text()
+    dock.raster_combo.setLayer(raster)
+    dock.output_widget.setFilePath(str(OUT / "crowns.gpkg"))
+    save("1-dock-open")
+    heartbeat = QTimer()
+    heartbeat.timeout.connect(lambda: ticks.append(time.monotonic()))
+    heartbeat.start(50)
+    plugin._test_heartbeat = heartbeat
+    dock.detect_button.click()
+    result["task_started"] = dock.task is not None
+    started = time.monotonic()
+
+    def wait_for_layer():
+        if dock.task is not None and time.monotonic() - started < 240:
+            QTimer.singleShot(100, guarded(wait_for_layer))
+            return
+        heartbeat.stop()
+        layers = [l for l in QgsProject.instance().mapLayers().values() if isinstance(l, QgsVectorLayer)]
+        result["status_text"] = dock.status.text()
+        result["layers"] = [
+            {
+                "name": l.name(),
+                "features": l.featureCount(),
+                "crs": l.crs().authid(),
+                "fields": l.fields().names(),
+                "renderer": l.renderer().type(),
+                "inside_raster": all(raster.extent().contains(f.geometry().boundingBox()) for f in l.getFeatures()),
+                "source": l.source(),
+            }
+            for l in layers
+        ]
+        iface.mapCanvas().refreshAllLayers()
+        QTimer.singleShot(1500, guarded(after_render))
+
+    def after_render():
+        save("2-crowns-detected")
+        qgis.utils.unloadPlugin("treecrowns")
+        QTimer.singleShot(500, guarded(after_unload))
+
+    def after_unload():
+        result["dock_after_unload"] = iface.mainWindow().findChild(QDockWidget, "TreecrownsDock") is not None
+        result["toolbar_button_after_unload"] = any(
+            a.objectName() == "TreecrownsShowDock" for tb in iface.mainWindow().findChildren(QToolBar) for a in tb.actions()
+        )
+        finish()
+
+    QTimer.singleShot(100, guarded(wait_for_layer))
+
+
+QTimer.singleShot(1000, guarded(start))
