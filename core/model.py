@@ -35,7 +35,44 @@ ArchitectureSpec = dict[str, Any]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_TRUNKS = {"resnet18": resnet.resnet18, "resnet34": resnet.resnet34, "resnet50": resnet.resnet50}
+
+
+class CompactTrunk(nn.Module):
+    """A narrow ResNet of basic blocks (about 2.6 M weights): enough receptive field for a crown
+    and its shadow, few enough weights to learn from a thousand boxes without pretraining."""
+
+    def __init__(self, widths: tuple[int, int, int, int, int] = (32, 48, 96, 192, 256), norm_layer=nn.BatchNorm2d) -> None:
+        super().__init__()
+        stem, w1, w2, w3, w4 = widths
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, stem, 3, stride=2, padding=1, bias=False),
+            norm_layer(stem),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(stem, stem, 3, padding=1, bias=False),
+            norm_layer(stem),
+            nn.ReLU(inplace=True),
+        )
+        self.layer1 = self._stage(stem, w1, 1, norm_layer)
+        self.layer2 = self._stage(w1, w2, 2, norm_layer)
+        self.layer3 = self._stage(w2, w3, 2, norm_layer)
+        self.layer4 = self._stage(w3, w4, 1, norm_layer)
+
+    @staticmethod
+    def _stage(in_channels: int, out_channels: int, blocks: int, norm_layer) -> nn.Sequential:
+        downsample = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=2, bias=False), norm_layer(out_channels))
+        layers = [resnet.BasicBlock(in_channels, out_channels, stride=2, downsample=downsample, norm_layer=norm_layer)]
+        layers += [resnet.BasicBlock(out_channels, out_channels, norm_layer=norm_layer) for _ in range(blocks - 1)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+
+
+def _compact(weights=None, norm_layer=nn.BatchNorm2d) -> CompactTrunk:
+    return CompactTrunk(norm_layer=norm_layer)
+
+
+_TRUNKS = {"compact": _compact, "resnet18": resnet.resnet18, "resnet34": resnet.resnet34, "resnet50": resnet.resnet50}
 
 
 def deepforest_architecture() -> ArchitectureSpec:

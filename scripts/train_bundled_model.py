@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trunk", default="resnet18", choices=["compact", "resnet18"])
     args = parser.parse_args()
 
     import torch
@@ -72,7 +73,7 @@ def main() -> None:
     )
     command = "python scripts/train_bundled_model.py " + " ".join(sys.argv[1:])
     metadata = ModelMetadata(
-        architecture=lite_architecture(),
+        architecture=lite_architecture(trunk=args.trunk),
         labels=("Tree",),
         ground_resolution_m=0.2,
         patch_size=200,
