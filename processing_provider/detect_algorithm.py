@@ -24,7 +24,8 @@ from ..core.errors import Cancelled, TreecrownsError
 from ..core.prediction import Device, DetectionSettings, detect
 from ..gis.feedback import from_processing
 from ..gis.layers import crown_features, crown_fields, detections_crs
-from ..gis.resources import model_path_or_bundled
+from ..gis.resources import CROWNS_STYLE, model_path_or_bundled
+from .styling import style_on_load
 
 DEVICES = [Device.AUTO, Device.CPU, Device.CUDA]
 
@@ -128,5 +129,6 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
         for feature in crown_features(detections, Path(model_path).name, fields):
             sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        style_on_load(context, dest_id, CROWNS_STYLE)
         feedback.pushInfo(f"{len(detections)} tree crowns found")
         return {self.OUTPUT: dest_id, self.CROWN_COUNT: len(detections)}

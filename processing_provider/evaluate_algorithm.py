@@ -23,6 +23,8 @@ from qgis.PyQt.QtCore import QVariant
 from ..core.errors import TreecrownsError
 from ..core.evaluation import DEFAULT_IOU_THRESHOLD, evaluate
 from ..gis.layers import layer_boxes
+from ..gis.resources import EVALUATION_STYLE
+from .styling import style_on_load
 
 OUTCOME_TRUE_POSITIVE = "true positive"
 OUTCOME_FALSE_POSITIVE = "false positive"
@@ -103,6 +105,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             add(predicted_boxes[p], OUTCOME_FALSE_POSITIVE, None, predicted_labels[p])
         for r in matches.missed:
             add(reference_boxes[r], OUTCOME_MISSED, None, reference_labels[r])
+        style_on_load(context, dest_id, EVALUATION_STYLE)
         feedback.pushInfo(
             f"precision {result.precision:.3f}, recall {result.recall:.3f}, F1 {result.f1:.3f} "
             f"({result.true_positives} matched, {result.false_positives} false positives, {result.missed} missed)"

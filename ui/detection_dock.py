@@ -7,7 +7,6 @@ from pathlib import Path
 
 from qgis.core import Qgis, QgsApplication, QgsMapLayerProxyModel, QgsProject, QgsSettings
 from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -15,6 +14,7 @@ from qgis.PyQt.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QToolButton,
@@ -172,6 +172,8 @@ class DetectionDock(QgsDockWidget):
             return
         if output.suffix.lower() != ".gpkg":
             output = output.with_suffix(".gpkg")
+        if output.exists() and not self._confirm_replace(output):
+            return
         self.task = DetectionTask(raster.source(), self.selected_model(), output, self.settings(), self._finished)
         self.task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
         self._layer_name = f"{raster.name()} crowns"
@@ -180,6 +182,13 @@ class DetectionDock(QgsDockWidget):
         self.progress.setValue(0)
         self.status.setText(f"Detecting crowns in {raster.name()}…")
         QgsApplication.taskManager().addTask(self.task)
+
+    def _confirm_replace(self, output: Path) -> bool:
+        answer = QMessageBox.question(
+            self, "Tree crowns", f"{output} already exists. Replace it with the new crowns?",
+            QMessageBox.Yes | QMessageBox.No, QMessageBox.No,
+        )
+        return answer == QMessageBox.Yes
 
     def cancel_detection(self) -> None:
         if self.task is not None:

@@ -65,3 +65,8 @@ def test_empty_scene_gives_an_empty_layer_not_an_error(tmp_path):
     result = processing.run("treecrowns:detect", {"INPUT": str(blank), "OUTPUT": str(tmp_path / "e.gpkg"), "SCORE_THRESHOLD": 0.99})
     assert result["CROWN_COUNT"] == 0
     assert QgsVectorLayer(str(tmp_path / "e.gpkg")).isValid()
+
+
+def test_output_that_cannot_be_written_is_reported(neon, tmp_path):
+    with pytest.raises(QgsProcessingException):
+        processing.run("treecrowns:detect", {"INPUT": str(neon / "images" / HELD_OUT_PLOT), "OUTPUT": str(tmp_path / "no" / "such" / "dir" / "c.gpkg")})

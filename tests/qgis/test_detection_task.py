@@ -62,3 +62,9 @@ def test_existing_files_are_never_overwritten_by_default_names(tmp_path):
     first.write_text("precious")
     assert unique_path(first) == tmp_path / "plot_crowns_2.gpkg"
     assert first.read_text() == "precious"
+
+
+def test_output_folder_that_does_not_exist_is_reported(neon, tmp_path):
+    outcome = run_task(neon / "images" / PLOT, tmp_path / "missing" / "crowns.gpkg")
+    assert "does not exist" in outcome.error
+    assert list(tmp_path.iterdir()) == []
