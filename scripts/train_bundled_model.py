@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/train_bundled_model.py [--epochs 15] [--steps 80]
+    .venv/bin/python scripts/train_bundled_model.py
 
 Whole plots are held out for validation (every fifth plot of each site, in name
 order); the rest are training data. Seeded, so a rerun on the same machine gives
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "build" / "pkgroot"))
+sys.path.insert(0, str(REPO / "build" / "plugins"))
 
 from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
 from treecrowns.core.checkpoint import ModelMetadata, new_model  # noqa: E402
@@ -50,12 +50,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with annotations.csv and images/")
     parser.add_argument("--output", type=Path, default=OUTPUT)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--steps", type=int, default=80, help="steps per epoch")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=0.01)
+    parser.add_argument("--learning-rate", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--trunk", default="resnet18", choices=["compact", "resnet18"])
+    parser.add_argument("--trunk", default="compact", choices=["compact", "resnet18"])
     args = parser.parse_args()
 
     import torch

@@ -1,0 +1,120 @@
+"""Score a checkpoint on NEON plots through the engine, as `treecrowns:detect` would run it.
+
+Usage (from the repository root, after scripts/setup.sh):
+
+    .venv/bin/python scripts/evaluate_model.py [--model resources/models/....safetensors]
+        [--plots validation|all|NAME,NAME] [--resolutions 0.05,0.1,0.2] [--pictures DIR] [--json FILE]
+
+For every plot it runs detection at the checkpoint's own thresholds and scores it with
+DeepForest's protocol (IoU > 0.4). ``--resolutions`` resamples each plot to other ground
+resolutions first (bilinear, written as temporary GeoTIFFs), to check that the engine's
+resampling keeps the model working. Prints one table per resolution, by site.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "build" / "plugins"))
+
+from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
+from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
+from treecrowns.core.evaluation import evaluate  # noqa: E402
+from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "neon"
+DEFAULT_MODEL = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
+
+
+def resampled_copy(path: str, resolution: float, folder: Path) -> tuple[str, float]:
+    """The plot resampled to ``resolution`` metres per pixel, and new pixels per old pixel."""
+    with rasterio.open(path) as src:
+        factor = src.res[0] / resolution
+        source_width = src.width
+        width, height = max(1, round(src.width * factor)), max(1, round(src.height * factor))
+        data = src.read(out_shape=(src.count, height, width), resampling=Resampling.bilinear)
+        transform = src.transform * src.transform.scale(src.width / width, src.height / height)
+        profile = {**src.profile, "width": width, "height": height, "transform": transform}
+        profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
+    target = folder / f"{Path(path).stem}_{resolution:g}.tif"
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(data)
+    return str(target), width / source_width
+
+
+def draw(path: str, predicted: np.ndarray, reference: np.ndarray, target: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    with rasterio.open(path) as src:
+        image = np.moveaxis(src.read([1, 2, 3]), 0, -1)
+    picture = Image.fromarray(image)
+    pen = ImageDraw.Draw(picture)
+    for box in reference:
+        pen.rectangle(list(map(float, box)), outline=(0, 255, 255), width=2)
+    for box in predicted:
+        pen.rectangle(list(map(float, box)), outline=(255, 40, 40), width=1)
+    picture.save(target)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--plots", default="validation", help="'validation' (the checkpoint's held-out plots), 'all', or names")
+    parser.add_argument("--resolutions", default="0.1", help="comma-separated metres per pixel")
+    parser.add_argument("--pictures", type=Path, help="folder for PNGs of predictions (red) and reference crowns (cyan)")
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+    args = parser.parse_args()
+
+    model = load_checkpoint(args.model)
+    items = {Path(i.image_path).name: i for i in read_deepforest_csv(args.data / "annotations.csv")}
+    if args.plots == "validation":
+        names = model.metadata.provenance["training_data"]["validation_plots"]
+    elif args.plots == "all":
+        names = sorted(items)
+    else:
+        names = args.plots.split(",")
+    figures: dict = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for resolution in (float(r) for r in args.resolutions.split(",")):
+            predicted, reference, sites = {}, {}, defaultdict(list)
+            for name in names:
+                item = items[name]
+                path, scale = item.image_path, 1.0
+                if abs(resolution - 0.1) > 1e-9:
+                    path, scale = resampled_copy(item.image_path, resolution, Path(scratch))
+                found = detect(path, model, DetectionSettings())
+                predicted[name] = found.pixel_boxes / scale
+                reference[name] = item.boxes
+                sites[name.split("_")[0]].append(name)
+                if args.pictures and abs(resolution - 0.1) < 1e-9:
+                    args.pictures.mkdir(parents=True, exist_ok=True)
+                    draw(item.image_path, predicted[name], item.boxes, args.pictures / f"{Path(name).stem}.png")
+            table = {
+                site: evaluate({n: predicted[n] for n in plots}, {n: reference[n] for n in plots}).as_dict()
+                for site, plots in sorted(sites.items())
+            }
+            table["all"] = evaluate(predicted, reference).as_dict()
+            figures[f"{resolution:g}"] = table
+            print(f"\nground resolution {resolution:g} m ({len(names)} plots)")
+            print(f"{'site':6} {'plots':>5} {'crowns':>6} {'P':>6} {'R':>6} {'F1':>6}")
+            for site, row in table.items():
+                count = len(sites[site]) if site in sites else len(names)
+                crowns = row["true_positives"] + row["missed"]
+                print(f"{site:6} {count:5d} {crowns:6d} {row['precision']:6.3f} {row['recall']:6.3f} {row['f1']:6.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
