@@ -8,6 +8,7 @@ rows growing downwards), the convention of DeepForest's CSV.
 from __future__ import annotations
 
 import csv
+import math
 import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 
 from .errors import AnnotationError
 from .raster import RasterInfo, RasterReader
+from .tiling import Window
 
 DEEPFOREST_CSV_COLUMNS = ("image_path", "xmin", "ymin", "xmax", "ymax", "label")
 
@@ -41,22 +43,35 @@ class ImageAnnotations:
             )
 
 
+def annotated_windows(item: ImageAnnotations, width: int, height: int) -> list[Window]:
+    """Pixel windows of the fully annotated areas of a raster (the whole raster if none are marked)."""
+    regions = item.regions if item.regions is not None else np.array([[0, 0, width, height]], dtype=float)
+    windows = []
+    for region in regions:
+        c0, r0 = max(int(math.floor(region[0])), 0), max(int(math.floor(region[1])), 0)
+        c1, r1 = min(int(math.ceil(region[2])), width), min(int(math.ceil(region[3])), height)
+        if c1 - c0 >= 2 and r1 - r0 >= 2:
+            windows.append(Window(c0, r0, c1 - c0, r1 - r0))
+    return windows
+
+
+def _transform_corners(boxes: np.ndarray, transform) -> np.ndarray:
+    """Apply a point transform to both corners of each box and re-order them to min/max."""
+    if len(boxes) == 0:
+        return np.zeros((0, 4))
+    x0, y0 = transform(boxes[:, 0], boxes[:, 1])
+    x1, y1 = transform(boxes[:, 2], boxes[:, 3])
+    return np.stack([np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1)], axis=1)
+
+
 def pixel_boxes_to_map(pixel_boxes: np.ndarray, info: RasterInfo) -> np.ndarray:
     """Pixel-corner boxes to map-coordinate boxes (``xmin, ymin, xmax, ymax``), exact to the pixel."""
-    if len(pixel_boxes) == 0:
-        return np.zeros((0, 4))
-    x0, y0 = info.pixel_to_map(pixel_boxes[:, 0], pixel_boxes[:, 1])
-    x1, y1 = info.pixel_to_map(pixel_boxes[:, 2], pixel_boxes[:, 3])
-    return np.stack([np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1)], axis=1)
+    return _transform_corners(pixel_boxes, info.pixel_to_map)
 
 
 def map_boxes_to_pixels(map_boxes: np.ndarray, info: RasterInfo) -> np.ndarray:
     """Map-coordinate boxes to pixel-corner boxes (``col_min, row_min, col_max, row_max``)."""
-    if len(map_boxes) == 0:
-        return np.zeros((0, 4))
-    c0, r0 = info.map_to_pixel(map_boxes[:, 0], map_boxes[:, 1])
-    c1, r1 = info.map_to_pixel(map_boxes[:, 2], map_boxes[:, 3])
-    return np.stack([np.minimum(c0, c1), np.minimum(r0, r1), np.maximum(c0, c1), np.maximum(r0, r1)], axis=1)
+    return _transform_corners(map_boxes, info.map_to_pixel)
 
 
 def clip_to_raster(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -184,3 +199,68 @@ def read_pascal_voc(xml_path: str | Path, image_root: str | Path | None = None) 
         boxes=np.array(boxes, dtype=float).reshape(-1, 4),
         labels=tuple(labels),
     )
+
+
+def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> list[ImageAnnotations]:
+    """Read COCO detection JSON (``bbox`` = x, y, width, height in pixels; labels from ``categories``).
+
+    Raises:
+        AnnotationError: If the file is not COCO JSON or refers to unknown images or categories.
+    """
+    import json
+
+    json_path = Path(json_path)
+    try:
+        data = json.loads(json_path.read_text())
+        images = {img["id"]: img["file_name"] for img in data["images"]}
+        categories = {cat["id"]: cat["name"] for cat in data["categories"]}
+        annotations = data["annotations"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AnnotationError(f"{json_path} is not COCO detection JSON (needs images, categories, annotations): {exc}") from exc
+    root = Path(image_root) if image_root is not None else json_path.parent
+    per_image: dict[int, list[tuple[list[float], str]]] = defaultdict(list)
+    for ann in annotations:
+        if ann.get("image_id") not in images or ann.get("category_id") not in categories:
+            raise AnnotationError(f"{json_path}: annotation {ann.get('id')} names an unknown image or category")
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        if w <= 0 or h <= 0:
+            raise AnnotationError(f"{json_path}: annotation {ann.get('id')} has a box of zero or negative size")
+        per_image[ann["image_id"]].append(([x, y, x + w, y + h], categories[ann["category_id"]]))
+    return [
+        ImageAnnotations(
+            image_path=str(root / images[image_id]),
+            boxes=np.array([b for b, _ in per_image.get(image_id, [])], dtype=float).reshape(-1, 4),
+            labels=tuple(label for _, label in per_image.get(image_id, [])),
+        )
+        for image_id in images
+    ]
+
+
+def write_coco(annotations: list[ImageAnnotations], json_path: str | Path, sizes: dict[str, tuple[int, int]]) -> None:
+    """Write annotations as COCO detection JSON; ``sizes`` maps image path to (width, height)."""
+    import json
+
+    labels = sorted({label for item in annotations for label in item.labels})
+    category_ids = {label: i + 1 for i, label in enumerate(labels)}
+    images, boxes = [], []
+    for image_id, item in enumerate(annotations, start=1):
+        width, height = sizes[item.image_path]
+        images.append({"id": image_id, "file_name": Path(item.image_path).name, "width": width, "height": height})
+        for box, label in zip(item.boxes, item.labels):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            boxes.append(
+                {
+                    "id": len(boxes) + 1,
+                    "image_id": image_id,
+                    "category_id": category_ids[label],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
+    document = {
+        "images": images,
+        "annotations": boxes,
+        "categories": [{"id": i, "name": label} for label, i in category_ids.items()],
+    }
+    Path(json_path).write_text(json.dumps(document, indent=1))

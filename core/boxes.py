@@ -30,6 +30,29 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+# A crop keeps a box when at least this share of the box lies inside the crop.
+MIN_VISIBLE_SHARE = 0.45
+MIN_BOX_SIDE_PX = 2.0
+
+
+def crop_boxes(boxes: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes shifted into the crop ``(x0, y0)-(x1, y1)`` and clipped to it, and which were kept.
+
+    A box is dropped when less than ``MIN_VISIBLE_SHARE`` of it lies in the crop or what is
+    left is thinner than ``MIN_BOX_SIDE_PX``.
+    """
+    if len(boxes) == 0:
+        return np.zeros((0, 4)), np.zeros(0, dtype=bool)
+    shifted = boxes - np.array([x0, y0, x0, y0])
+    clipped = shifted.copy()
+    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, x1 - x0)
+    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, y1 - y0)
+    visible = areas(clipped) / np.maximum(areas(shifted), 1e-9)
+    sides_ok = ((clipped[:, 2] - clipped[:, 0]) >= MIN_BOX_SIDE_PX) & ((clipped[:, 3] - clipped[:, 1]) >= MIN_BOX_SIDE_PX)
+    keep = (visible >= MIN_VISIBLE_SHARE) & sides_ok
+    return clipped[keep], keep
+
+
 def cut_by_interior_edge(
     boxes: np.ndarray, window: Window, raster_width: int, raster_height: int, tolerance: float
 ) -> np.ndarray:

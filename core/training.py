@@ -21,18 +21,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .annotations import ImageAnnotations
-from .boxes import areas, merge_window_detections
+from .annotations import ImageAnnotations, annotated_windows
+from .boxes import crop_boxes, merge_window_detections
 from .checkpoint import LoadedModel, save_checkpoint
 from .errors import AnnotationError, Cancelled, CheckpointError
 from .evaluation import DEFAULT_IOU_THRESHOLD, evaluate
 from .prediction import Device, ProgressCallback, StopCheck, predict_images, resolve_device
 from .raster import RasterReader
-from .tiling import Window, window_grid
+from .tiling import window_grid
 
-# A crop keeps a box when at least this share of the box lies inside the crop.
-_MIN_VISIBLE_SHARE = 0.45
-_MIN_BOX_SIDE_PX = 2.0
 _CALIBRATION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 _VALIDATION_NMS = 0.3
 
@@ -89,20 +86,6 @@ class _Sample:
     labels: torch.Tensor  # (N,) class index
 
 
-def _region_windows(item: ImageAnnotations, width: int, height: int) -> list[tuple[Window, np.ndarray]]:
-    """Pixel windows of the fully annotated areas, with the boxes that fall in each."""
-    regions = item.regions if item.regions is not None else np.array([[0, 0, width, height]], dtype=float)
-    out = []
-    for region in regions:
-        c0, r0 = int(math.floor(region[0])), int(math.floor(region[1]))
-        c1, r1 = int(math.ceil(region[2])), int(math.ceil(region[3]))
-        c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, width), min(r1, height)
-        if c1 - c0 < 2 or r1 - r0 < 2:
-            continue
-        out.append((Window(c0, r0, c1 - c0, r1 - r0), region))
-    return out
-
-
 def load_samples(items: Sequence[ImageAnnotations], labels: Sequence[str], ground_resolution_m: float) -> list[_Sample]:
     """Read the annotated regions of each raster at the model's resolution.
 
@@ -119,13 +102,13 @@ def load_samples(items: Sequence[ImageAnnotations], labels: Sequence[str], groun
             info = reader.info
             res = info.ground_resolution_m or (ground_resolution_m, ground_resolution_m)
             sx, sy = res[0] / ground_resolution_m, res[1] / ground_resolution_m
-            for window, _region in _region_windows(item, info.width, info.height):
+            for window in annotated_windows(item, info.width, info.height):
                 out_w, out_h = max(1, round(window.width * sx)), max(1, round(window.height * sy))
                 image, _valid = reader.read(window, out_w, out_h)
                 boxes = item.boxes.copy()
                 boxes[:, [0, 2]] = (boxes[:, [0, 2]] - window.col_off) * (out_w / window.width)
                 boxes[:, [1, 3]] = (boxes[:, [1, 3]] - window.row_off) * (out_h / window.height)
-                keep_boxes, keep = _crop_boxes(boxes, 0, 0, out_w, out_h)
+                keep_boxes, keep = crop_boxes(boxes, 0, 0, out_w, out_h)
                 samples.append(
                     _Sample(
                         name=f"{Path(item.image_path).name}@{window.col_off},{window.row_off}",
@@ -135,20 +118,6 @@ def load_samples(items: Sequence[ImageAnnotations], labels: Sequence[str], groun
                     )
                 )
     return samples
-
-
-def _crop_boxes(boxes: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes shifted into a crop and clipped; those mostly outside it are dropped."""
-    if len(boxes) == 0:
-        return np.zeros((0, 4)), np.zeros(0, dtype=bool)
-    shifted = boxes - np.array([x0, y0, x0, y0])
-    clipped = shifted.copy()
-    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, x1 - x0)
-    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, y1 - y0)
-    visible = areas(clipped) / np.maximum(areas(shifted), 1e-9)
-    big_enough = ((clipped[:, 2] - clipped[:, 0]) >= _MIN_BOX_SIDE_PX) & ((clipped[:, 3] - clipped[:, 1]) >= _MIN_BOX_SIDE_PX)
-    keep = (visible >= _MIN_VISIBLE_SHARE) & big_enough
-    return clipped[keep], keep
 
 
 def _random_patch(sample: _Sample, patch: int, settings: TrainingSettings, rng: random.Random) -> tuple[torch.Tensor, dict]:
@@ -161,7 +130,7 @@ def _random_patch(sample: _Sample, patch: int, settings: TrainingSettings, rng: 
     x1, y1 = min(width, x0 + crop), min(height, y0 + crop)
     region = torch.zeros((3, crop, crop))
     region[:, : y1 - y0, : x1 - x0] = sample.image[:, y0:y1, x0:x1]
-    boxes, keep = _crop_boxes(sample.boxes.numpy(), x0, y0, x1, y1)
+    boxes, keep = crop_boxes(sample.boxes.numpy(), x0, y0, x1, y1)
     labels = sample.labels[torch.as_tensor(keep, dtype=torch.bool)] if len(keep) else sample.labels[:0]
     image = F.interpolate(region[None], size=(patch, patch), mode="bilinear", align_corners=False)[0] / 255.0
     boxes_t = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) * (patch / crop)

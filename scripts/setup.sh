@@ -20,7 +20,9 @@ fi
 if ! .venv/bin/python -c "import torch, torchvision, safetensors, pytest, hypothesis" 2>/dev/null; then
     echo "Creating .venv with torch and torchvision (a few minutes on a new machine)"
     /usr/bin/python3 -m venv --system-site-packages .venv
-    .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+    # (pip warns about local package folders this machine's pip config names; they are noise here)
+    .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" || true
+    .venv/bin/python -c "import torch, torchvision, safetensors, pytest, hypothesis"
     # triton is only for torch.compile on GPUs, and its LLVM crashes the QGIS desktop on Mesa.
     .venv/bin/pip uninstall -y -q triton 2>/dev/null || true
 fi

@@ -70,3 +70,23 @@ def test_empty_scene_gives_an_empty_layer_not_an_error(tmp_path):
 def test_output_that_cannot_be_written_is_reported(neon, tmp_path):
     with pytest.raises(QgsProcessingException):
         processing.run("treecrowns:detect", {"INPUT": str(neon / "images" / HELD_OUT_PLOT), "OUTPUT": str(tmp_path / "no" / "such" / "dir" / "c.gpkg")})
+
+
+def test_unreferenced_raster_gives_crowns_where_qgis_draws_the_image(neon, tmp_path):
+    import warnings
+
+    import rasterio
+
+    plain = tmp_path / "plain.tif"
+    with rasterio.open(neon / "images" / HELD_OUT_PLOT) as src:
+        data = src.read()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(plain, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=3, dtype="uint8") as dst:
+            dst.write(data)
+    layer = QgsRasterLayer(str(plain), "plain")
+    assert layer.extent().yMaximum() == 0.0  # QGIS draws such a raster with y = -row
+    result = processing.run("treecrowns:detect", {"INPUT": str(plain), "OUTPUT": str(tmp_path / "p.gpkg")})
+    crowns = QgsVectorLayer(str(tmp_path / "p.gpkg"))
+    assert result["CROWN_COUNT"] > 0
+    assert all(layer.extent().contains(f.geometry().boundingBox()) for f in crowns.getFeatures())
