@@ -53,6 +53,7 @@ class TreecrownsPlugin:
         if self.dock is not None:
             if self.dock.task is not None:
                 self.dock.task.cancel()
+            self.dock.shutdown()
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None

@@ -200,15 +200,33 @@ def validate(model: LoadedModel, samples: Sequence[_Sample], device: torch.devic
 
 
 def split_validation(items: Sequence[ImageAnnotations], share: float, seed: int) -> tuple[list, list]:
-    """Hold out whole images, at least one when ``share`` > 0 and there are two or more."""
+    """Hold out whole images; with a single image, hold out a strip of each annotated area.
+
+    With two or more images, ``share`` of them (at least one) is held out. A single image
+    (one corrected orthophoto, the usual case in the GUI) keeps the left ``1 - share`` of
+    each annotated area for training and validates on the right-hand strip.
+    """
     items = list(items)
-    if share <= 0 or len(items) < 2:
+    if share <= 0:
         return items, []
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    count = min(len(items) - 1, max(1, round(len(items) * share)))
-    held = set(order[:count])
-    return [it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held]
+    if len(items) >= 2:
+        order = list(range(len(items)))
+        random.Random(seed).shuffle(order)
+        count = min(len(items) - 1, max(1, round(len(items) * share)))
+        held = set(order[:count])
+        return [it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held]
+    item = items[0]
+    with RasterReader(item.image_path) as reader:
+        width, height = reader.info.width, reader.info.height
+    train_regions, val_regions = [], []
+    for w in annotated_windows(item, width, height):
+        cut = w.col_off + round(w.width * (1.0 - share))
+        train_regions.append([w.col_off, w.row_off, cut, w.row_end])
+        val_regions.append([cut, w.row_off, w.col_end, w.row_end])
+    return (
+        [replace(item, regions=np.array(train_regions, dtype=float))],
+        [replace(item, regions=np.array(val_regions, dtype=float))],
+    )
 
 
 def check_labels(model: LoadedModel, items: Sequence[ImageAnnotations]) -> None:

@@ -57,7 +57,7 @@ class DetectionTask(QgsTask):
             detections = detect(self.raster_path, model, self.settings, progress, should_stop)
             if self.isCanceled():
                 raise Cancelled("detection was cancelled; no layer was written")
-            write_detections(detections, self.output_path, Path(self.model_path).name)
+            write_detections(detections, self.output_path, str(self.model_path))
             self._outcome = DetectionOutcome(self.output_path, len(detections), detections.warnings, None, False)
             return True
         except Cancelled:

@@ -62,18 +62,19 @@ def display_boxes(detections: Detections) -> np.ndarray:
     return boxes
 
 
-def crown_features(detections: Detections, model_name: str, fields: QgsFields) -> list[QgsFeature]:
+def crown_features(detections: Detections, model_path: str, fields: QgsFields) -> list[QgsFeature]:
+    """One feature per crown; ``model`` records the checkpoint that found it (the default base for retraining)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     features = []
     for box, score, label in zip(display_boxes(detections), detections.scores, detections.labels):
         feature = QgsFeature(fields)
         feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(*map(float, box))))
-        feature.setAttributes([float(score), label, STATUS_PREDICTED, model_name, stamp])
+        feature.setAttributes([float(score), label, STATUS_PREDICTED, model_path, stamp])
         features.append(feature)
     return features
 
 
-def write_detections(detections: Detections, path: str | Path, model_name: str) -> Path:
+def write_detections(detections: Detections, path: str | Path, model_path: str) -> Path:
     """Write a crown GeoPackage atomically: either the whole layer appears at ``path`` or nothing.
 
     Raises:
@@ -99,7 +100,7 @@ def write_detections(detections: Detections, path: str | Path, model_name: str) 
         )
         if writer.hasError() != QgsVectorFileWriter.NoError:
             raise OutputError(f"cannot write {path}: {writer.errorMessage()}")
-        writer.addFeatures(crown_features(detections, model_name, fields))
+        writer.addFeatures(crown_features(detections, model_path, fields))
         del writer
         os.replace(tmp_name, path)
     finally:

@@ -8,6 +8,7 @@ SAMPLE_RASTER = RESOURCES / "sample" / "neon_sample.tif"
 ICON = RESOURCES / "icon.svg"
 CROWNS_STYLE = RESOURCES / "styles" / "crowns.qml"
 EVALUATION_STYLE = RESOURCES / "styles" / "evaluation.qml"
+REVIEWED_AREAS_STYLE = RESOURCES / "styles" / "reviewed_areas.qml"
 
 
 def model_path_or_bundled(path: str | None) -> Path:

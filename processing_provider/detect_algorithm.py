@@ -127,7 +127,7 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
         sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Polygon, detections_crs(detections))
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        for feature in crown_features(detections, Path(model_path).name, fields):
+        for feature in crown_features(detections, str(model_path), fields):
             sink.addFeature(feature, QgsFeatureSink.FastInsert)
         style_on_load(context, dest_id, CROWNS_STYLE)
         feedback.pushInfo(f"{len(detections)} tree crowns found")

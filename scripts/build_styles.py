@@ -52,10 +52,21 @@ def evaluation_style() -> None:
     layer.saveNamedStyle(str(STYLES / "evaluation.qml"))
 
 
+def reviewed_areas_style() -> None:
+    """Reviewed areas: a light yellow wash with a dashed yellow outline, under the crowns."""
+    layer = QgsVectorLayer("Polygon?field=reviewed:string", "reviewed areas", "memory")
+    symbol = QgsFillSymbol.createSimple(
+        {"color": "255,213,0,40", "outline_color": "#ffd500", "outline_width": "0.8", "outline_style": "dash"}
+    )
+    layer.renderer().setSymbol(symbol)
+    layer.saveNamedStyle(str(STYLES / "reviewed_areas.qml"))
+
+
 if __name__ == "__main__":
     app = QgsApplication([], False)
     app.initQgis()
     STYLES.mkdir(parents=True, exist_ok=True)
     crowns_style()
     evaluation_style()
+    reviewed_areas_style()
     app.exitQgis()

@@ -17,6 +17,7 @@ from qgis.PyQt.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QTabWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -28,6 +29,7 @@ from ..core.prediction import Device, DetectionSettings
 from ..gis.detection_task import DetectionOutcome, DetectionTask
 from ..gis.layers import open_crowns_layer, unique_path
 from ..gis.resources import BUNDLED_MODEL
+from .review_panel import ReviewPanel
 
 _RECENT_MODELS_KEY = "treecrowns/recent_models"
 
@@ -102,7 +104,17 @@ class DetectionDock(QgsDockWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addStretch(1)
-        self.setWidget(body)
+
+        self.review = ReviewPanel(iface)
+        self.train_button = QPushButton("Train model…")
+        self.train_button.setToolTip("Retrain the detector on the reviewed crowns")
+        self.review.layout().insertWidget(self.review.layout().count() - 1, self.train_button)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(body, "Detect")
+        self.tabs.addTab(self.review, "Review")
+        self.setWidget(self.tabs)
+        self.training_dialog = None
+        self.train_button.clicked.connect(self.open_training)
 
         self._fill_models()
         self.model_combo.currentIndexChanged.connect(self._show_model)
@@ -153,7 +165,23 @@ class DetectionDock(QgsDockWidget):
             f"{meta.patch_size} px patches{quality}"
         )
         self.score_spin.setValue(meta.score_threshold)
+        self.review.add_labels(meta.labels)
         self.detect_button.setEnabled(self.task is None)
+
+    def shutdown(self) -> None:
+        """Called by the plugin's unload(): stop training and release the map tools and shortcuts."""
+        if self.training_dialog is not None:
+            self.training_dialog.close()
+        self.review.shutdown()
+
+    def open_training(self) -> None:
+        from .training_dialog import TrainingDialog
+
+        if self.training_dialog is not None and self.training_dialog.task is not None:
+            self.training_dialog.raise_()
+            return
+        self.training_dialog = TrainingDialog(self.iface, self, self.review.layer())
+        self.training_dialog.show()
 
     # Detection ----------------------------------------------------------------------------
     def settings(self) -> DetectionSettings:
@@ -211,6 +239,7 @@ class DetectionDock(QgsDockWidget):
             return
         layer = open_crowns_layer(outcome.output_path, self._layer_name)
         QgsProject.instance().addMapLayer(layer)
+        self.review.layer_combo.setLayer(layer)
         self.progress.setValue(100)
         self.status.setText(f"{outcome.crown_count} crowns written to {outcome.output_path}")
         for warning in outcome.warnings:

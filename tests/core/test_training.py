@@ -89,3 +89,15 @@ def test_training_learns_to_find_synthetic_crowns(tmp_path):
     found = detect(held_out.image_path, model, DetectionSettings())
     result = evaluate({"h": found.pixel_boxes}, {"h": held_out.boxes})
     assert result.f1 >= 0.7, result.as_dict()
+
+
+def test_a_single_raster_is_split_into_training_and_validation_strips(tmp_path):
+    from treecrowns.core.training import split_validation
+
+    item = scene(tmp_path, "s0", 0)
+    train_part, val_part = split_validation([item], 0.25, seed=0)
+    assert train_part[0].regions.tolist() == [[0, 0, 96, 128]]
+    assert val_part[0].regions.tolist() == [[96, 0, 128, 128]]
+    epochs = []
+    train(small_model(), [item], tmp_path / "out.safetensors", FAST, on_epoch=epochs.append)
+    assert all(e.f1 is not None for e in epochs), "one corrected raster still gets validation figures"

@@ -57,3 +57,30 @@ def test_dock_detects_crowns_on_the_sample_in_the_real_desktop(tmp_path):
     assert not result["dock_after_unload"] and not result["toolbar_button_after_unload"], "unload() undoes initGui()"
     for name in ("1-dock-open", "2-crowns-detected"):
         assert (out / f"{name}.png").stat().st_size > 10_000
+
+
+def test_correct_retrain_and_detect_again_by_mouse_and_keys(tmp_path):
+    from treecrowns.gis.resources import SAMPLE_RASTER
+
+    out = Path(os.environ.get("TREECROWNS_SCREENSHOTS", tmp_path)) / "loop"
+    result = run_desktop(REPO / "tests" / "gui" / "drive_review_loop.py", out, SAMPLE_RASTER, timeout=600)
+    assert "error" not in result, result.get("error")
+    assert result["python_errors"] == []
+    detected = result["detected"]
+    assert detected > 2
+    assert result["after_drawing"]["count"] == 3 and result["after_drawing"]["statuses"]["added"] == 3
+    assert result["after_undo"] == 2 and result["after_redo"] == 3, "drawing is undoable"
+    assert result["deleted_with_key"] == 2, "the Delete key removes the selected crowns"
+    assert result["selected_to_confirm"] == detected - 2
+    assert result["after_confirm"] == {"confirmed": detected - 2, "added": 3}, "the C key confirms the selection"
+    assert result["reviewed_areas"] == 1 and result["saved_areas"] == 1
+    assert result["saved_statuses"] == {"confirmed": detected - 2, "added": 3}, "edits are saved to the GeoPackage"
+    assert result["train_defaults"]["rasters"] == ["sample orthophoto"] and result["train_defaults"]["reviewed_only"]
+    assert result["train_defaults"]["base"].startswith("Bundled")
+    assert result["training_started"] and result["epochs_plotted"] == 1
+    new_model = result["new_model"]
+    assert new_model and Path(new_model).exists() and new_model in result["model_list"]
+    assert result["second_detection"]["model"] == new_model
+    for step in ("1-detected", "2-three-boxes-drawn", "3-two-deleted", "4-confirmed-and-reviewed", "5-train-dialog",
+                 "6-trained", "7-detected-with-new-model"):
+        assert (out / f"{step}.png").exists(), step
