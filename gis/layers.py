@@ -62,19 +62,27 @@ def display_boxes(detections: Detections) -> np.ndarray:
     return boxes
 
 
-def crown_features(detections: Detections, model_path: str, fields: QgsFields) -> list[QgsFeature]:
+def crown_features(
+    boxes: np.ndarray, scores, labels, statuses, model_path: str, fields: QgsFields
+) -> list[QgsFeature]:
     """One feature per crown; ``model`` records the checkpoint that found it (the default base for retraining)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     features = []
-    for box, score, label in zip(display_boxes(detections), detections.scores, detections.labels):
+    for box, score, label, status in zip(boxes, scores, labels, statuses):
         feature = QgsFeature(fields)
         feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(*map(float, box))))
-        feature.setAttributes([float(score), label, STATUS_PREDICTED, model_path, stamp])
+        feature.setAttributes([None if score is None else float(score), label, status, model_path, stamp])
         features.append(feature)
     return features
 
 
-def write_detections(detections: Detections, path: str | Path, model_path: str) -> Path:
+def detection_features(detections: Detections, model_path: str, fields: QgsFields) -> list[QgsFeature]:
+    """Features of freshly detected crowns: status ``predicted``."""
+    statuses = [STATUS_PREDICTED] * len(detections)
+    return crown_features(display_boxes(detections), detections.scores, detections.labels, statuses, model_path, fields)
+
+
+def write_crown_layer(path: str | Path, crs: QgsCoordinateReferenceSystem, features: list[QgsFeature]) -> Path:
     """Write a crown GeoPackage atomically: either the whole layer appears at ``path`` or nothing.
 
     Raises:
@@ -87,7 +95,6 @@ def write_detections(detections: Detections, path: str | Path, model_path: str) 
         raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
         raise OutputError(f"cannot write {path}: folder {path.parent} is not writable; choose another output")
-    fields = crown_fields()
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".gpkg")
     os.close(handle)
     os.remove(tmp_name)
@@ -96,11 +103,11 @@ def write_detections(detections: Detections, path: str | Path, model_path: str) 
         options.driverName = "GPKG"
         options.layerName = CROWNS_LAYER_NAME
         writer = QgsVectorFileWriter.create(
-            tmp_name, fields, QgsWkbTypes.Polygon, detections_crs(detections), QgsProject.instance().transformContext(), options
+            tmp_name, crown_fields(), QgsWkbTypes.Polygon, crs, QgsProject.instance().transformContext(), options
         )
         if writer.hasError() != QgsVectorFileWriter.NoError:
             raise OutputError(f"cannot write {path}: {writer.errorMessage()}")
-        writer.addFeatures(crown_features(detections, model_path, fields))
+        writer.addFeatures(features)
         del writer
         os.replace(tmp_name, path)
     finally:
@@ -108,6 +115,11 @@ def write_detections(detections: Detections, path: str | Path, model_path: str) 
             if os.path.exists(leftover):
                 os.remove(leftover)
     return path
+
+
+def write_detections(detections: Detections, path: str | Path, model_path: str) -> Path:
+    """Write detected crowns to a GeoPackage atomically (see :func:`write_crown_layer`)."""
+    return write_crown_layer(path, detections_crs(detections), detection_features(detections, model_path, crown_fields()))
 
 
 def open_crowns_layer(path: str | Path, name: str) -> QgsVectorLayer:

@@ -23,7 +23,7 @@ from ..core.checkpoint import load_checkpoint
 from ..core.errors import Cancelled, TreecrownsError
 from ..core.prediction import Device, DetectionSettings, detect
 from ..gis.feedback import from_processing
-from ..gis.layers import crown_features, crown_fields, detections_crs
+from ..gis.layers import crown_fields, detection_features, detections_crs
 from ..gis.resources import CROWNS_STYLE, model_path_or_bundled
 from .styling import style_on_load
 
@@ -127,7 +127,7 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
         sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Polygon, detections_crs(detections))
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        for feature in crown_features(detections, str(model_path), fields):
+        for feature in detection_features(detections, str(model_path), fields):
             sink.addFeature(feature, QgsFeatureSink.FastInsert)
         style_on_load(context, dest_id, CROWNS_STYLE)
         feedback.pushInfo(f"{len(detections)} tree crowns found")

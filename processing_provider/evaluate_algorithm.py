@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from qgis.core import (
     QgsFeature,
     QgsFeatureSink,
@@ -20,6 +21,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from ..core.boxes import boxes_inside
 from ..core.errors import TreecrownsError
 from ..core.evaluation import DEFAULT_IOU_THRESHOLD, evaluate
 from ..gis.layers import layer_boxes
@@ -42,6 +44,7 @@ def outcome_fields() -> QgsFields:
 class EvaluateAlgorithm(QgsProcessingAlgorithm):
     PREDICTIONS = "PREDICTIONS"
     GROUND_TRUTH = "GROUND_TRUTH"
+    REGIONS = "REGIONS"
     IOU_THRESHOLD = "IOU_THRESHOLD"
     OUTPUT = "OUTPUT"
 
@@ -56,7 +59,8 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             "Scores predicted crowns against reference crowns with DeepForest's protocol: boxes are paired "
             "one-to-one (Hungarian matching on overlap) and a pair counts when its IoU is above the threshold "
             "(0.4 by default). Gives precision, recall and F1, and a layer of true positives, false positives "
-            "and missed crowns."
+            "and missed crowns. With REGIONS, only crowns whose centre lies inside one of the areas "
+            "(their bounding boxes) are scored."
         )
 
     def createInstance(self) -> "EvaluateAlgorithm":
@@ -65,6 +69,11 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterVectorLayer(self.PREDICTIONS, "Predicted crowns", [QgsProcessing.TypeVectorPolygon]))
         self.addParameter(QgsProcessingParameterVectorLayer(self.GROUND_TRUTH, "Reference crowns", [QgsProcessing.TypeVectorPolygon]))
+        self.addParameter(
+            QgsProcessingParameterVectorLayer(
+                self.REGIONS, "Only inside these areas (e.g. reviewed areas)", [QgsProcessing.TypeVectorPolygon], optional=True
+            )
+        )
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.IOU_THRESHOLD, "IoU a match must exceed", QgsProcessingParameterNumber.Double, DEFAULT_IOU_THRESHOLD, False, 0.0, 1.0
@@ -84,6 +93,12 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             reference_boxes, reference_labels = layer_boxes(reference, crs, "label", default_label="")
         except TreecrownsError as exc:
             raise QgsProcessingException(str(exc)) from exc
+        regions = self.parameterAsVectorLayer(parameters, self.REGIONS, context)
+        if regions is not None:
+            region_boxes, _ = layer_boxes(regions, crs, None, default_label="area")
+            keep_p, keep_r = boxes_inside(predicted_boxes, region_boxes), boxes_inside(reference_boxes, region_boxes)
+            predicted_boxes, predicted_labels = predicted_boxes[keep_p], tuple(np.array(predicted_labels, dtype=object)[keep_p])
+            reference_boxes, reference_labels = reference_boxes[keep_r], tuple(np.array(reference_labels, dtype=object)[keep_r])
         if len(reference_boxes) == 0:
             raise QgsProcessingException(f"the reference layer '{reference.name()}' has no crowns to score against")
         result = evaluate({"all": predicted_boxes}, {"all": reference_boxes}, threshold)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from qgis.core import Qgis, QgsMapLayerProxyModel, QgsProject, QgsRectangle, QgsVectorLayer
+from qgis.core import Qgis, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer
 from qgis.gui import QgsMapLayerComboBox, QgsMapTool
 from qgis.PyQt.QtCore import QEvent, Qt
 from qgis.PyQt.QtGui import QKeySequence
 from qgis.PyQt.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
@@ -22,8 +23,11 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..core.errors import TreecrownsError
 from ..gis import review
+from ..gis.import_export import export_layer_as_training_set
 from ..gis.resources import REVIEWED_AREAS_STYLE
+from .data_dialogs import EvaluationDialog, ImportDialog
 from .map_tools import RectangleTool
 
 CONFIRM_SHORTCUT = "C"
@@ -63,6 +67,11 @@ class ReviewPanel(QWidget):
         self.view_button = QPushButton("Mark view reviewed")
         self.view_button.setToolTip("Every crown in the current map view is now correct")
         self.save_button = QPushButton("Save edits")
+        self.import_button = QPushButton("Import annotations…")
+        self.export_button = QPushButton("Export training set…")
+        self.export_button.setToolTip("Image chips with DeepForest CSV and COCO JSON, for other tools")
+        self.evaluate_button = QPushButton("Evaluate…")
+        self.evaluate_button.setToolTip("Precision, recall and F1 against reference crowns, at IoU 0.4")
         self.summary = QLabel()
         self.summary.setWordWrap(True)
 
@@ -82,6 +91,10 @@ class ReviewPanel(QWidget):
         layout.addLayout(form)
         layout.addLayout(grid)
         layout.addWidget(self.save_button)
+        data_row = QHBoxLayout()
+        for button in (self.import_button, self.export_button, self.evaluate_button):
+            data_row.addWidget(button)
+        layout.addLayout(data_row)
         layout.addWidget(self.summary)
         layout.addStretch(1)
 
@@ -96,6 +109,10 @@ class ReviewPanel(QWidget):
         self.next_button.clicked.connect(self.next_unreviewed)
         self.view_button.clicked.connect(lambda: self.mark_area(self.canvas.extent()))
         self.save_button.clicked.connect(self.save)
+        self.import_button.clicked.connect(self.open_import)
+        self.export_button.clicked.connect(self.export_training_set)
+        self.evaluate_button.clicked.connect(self.open_evaluation)
+        self.dialogs: dict[str, QWidget] = {}
         self.score_slider.valueChanged.connect(self._score_changed)
         self.layer_combo.layerChanged.connect(self.set_layer)
         self.shortcuts = [
@@ -163,7 +180,7 @@ class ReviewPanel(QWidget):
 
     def _set_enabled(self, enabled: bool) -> None:
         for widget in (self.draw_button, self.delete_button, self.confirm_button, self.next_button, self.area_button,
-                       self.view_button, self.save_button, self.score_slider):
+                       self.view_button, self.save_button, self.score_slider, self.export_button, self.evaluate_button):
             widget.setEnabled(enabled)
 
     def _start_editing(self, layer: QgsVectorLayer) -> None:
@@ -244,6 +261,37 @@ class ReviewPanel(QWidget):
                 )
                 return
         self._update_summary()
+
+    def open_import(self) -> None:
+        dialog = ImportDialog(self)
+        self.dialogs["import"] = dialog
+        if dialog.exec_() and dialog.imported_layer is not None:
+            self.layer_combo.setLayer(dialog.imported_layer)
+
+    def open_evaluation(self) -> None:
+        dialog = EvaluationDialog(self, self.layer())
+        self.dialogs["evaluate"] = dialog
+        dialog.show()
+
+    def export_training_set(self, folder: str | None = None) -> None:
+        layer = self.layer()
+        if layer is None:
+            return
+        if not folder:
+            folder = QFileDialog.getExistingDirectory(self, "Export the reviewed crowns as a training set")
+        if not folder:
+            return
+        rasters = [lyr for lyr in QgsProject.instance().mapLayers().values() if isinstance(lyr, QgsRasterLayer)]
+        reviewed_only = review.existing_reviewed_areas(layer) is not None
+        try:
+            summary = export_layer_as_training_set(layer, rasters, folder, reviewed_only)
+        except TreecrownsError as exc:
+            self.iface.messageBar().pushMessage("Tree crowns", str(exc), Qgis.Warning, 10)
+            return
+        self.iface.messageBar().pushMessage(
+            "Tree crowns", f"Exported {summary.crowns} crowns in {summary.chips} chips to {summary.folder}", Qgis.Success, 10
+        )
+        self.last_export = summary
 
     def _score_changed(self, value: int) -> None:
         self.score_label.setText(f"{value / 100:.2f}")

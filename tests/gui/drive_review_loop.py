@@ -205,6 +205,22 @@ class Loop:
 
     def done(self):
         save("7-detected-with-new-model")
+        review = self.dock.review
+        QTest.mouseClick(review.evaluate_button, Qt.LeftButton)
+        dialog = review.dialogs["evaluate"]
+        dialog.predictions.setLayer(review.layer())
+        dialog.reference.setLayer(self.crowns)
+        QTest.mouseClick(dialog.run_button, Qt.LeftButton)
+        result["evaluation"] = {"figures": getattr(dialog, "figures", None), "text": dialog.result.text(),
+                                "outcome_layer": dialog.outcome_layer.name() if dialog.outcome_layer else None,
+                                "outcomes": sorted({f["outcome"] for f in dialog.outcome_layer.getFeatures()}) if dialog.outcome_layer else []}
+        save("8-evaluation", dialog)
+        dialog.close()
+        review.layer_combo.setLayer(self.crowns)
+        review.export_training_set(str(OUT / "export"))
+        result["export"] = {"chips": len(list((OUT / "export" / "images").glob("*.tif"))),
+                            "csv": (OUT / "export" / "annotations.csv").exists(),
+                            "coco": (OUT / "export" / "annotations_coco.json").exists()}
         finish()
 
 

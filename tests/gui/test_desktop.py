@@ -81,6 +81,10 @@ def test_correct_retrain_and_detect_again_by_mouse_and_keys(tmp_path):
     new_model = result["new_model"]
     assert new_model and Path(new_model).exists() and new_model in result["model_list"]
     assert result["second_detection"]["model"] == new_model
+    evaluation = result["evaluation"]
+    assert evaluation["figures"] is not None and 0.0 <= evaluation["figures"]["F1"] <= 1.0, evaluation["text"]
+    assert evaluation["outcome_layer"] and set(evaluation["outcomes"]) <= {"true positive", "false positive", "missed"}
+    assert result["export"] == {"chips": 1, "csv": True, "coco": True}
     for step in ("1-detected", "2-three-boxes-drawn", "3-two-deleted", "4-confirmed-and-reviewed", "5-train-dialog",
-                 "6-trained", "7-detected-with-new-model"):
+                 "6-trained", "7-detected-with-new-model", "8-evaluation"):
         assert (out / f"{step}.png").exists(), step

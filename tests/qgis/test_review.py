@@ -1,0 +1,151 @@
+"""Review editing (status, undo, reviewed areas, score filter), import, export and scoped evaluation."""
+
+from pathlib import Path
+
+import numpy as np
+import processing
+import pytest
+import rasterio
+from qgis.core import QgsGeometry, QgsRasterLayer, QgsRectangle, QgsSymbolLayer, QgsVectorLayer
+
+from qgis_layers import neon_crowns_layer
+from treecrowns.core.annotations import read_deepforest_csv
+from treecrowns.core.errors import AnnotationError
+from treecrowns.gis import review
+from treecrowns.gis.import_export import export_layer_as_training_set, import_annotations
+from treecrowns.gis.layers import crown_features, crown_fields, open_crowns_layer, write_crown_layer
+from treecrowns.gis.training_data import annotations_for_rasters
+
+PLOT = "HARV_026.tif"
+
+
+@pytest.fixture
+def crowns(tmp_path):
+    """A crown layer of four predicted crowns with known scores."""
+    boxes = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]], dtype=float)
+    features = crown_features(boxes, [0.9, 0.2, 0.5, 0.1], ["Tree"] * 4, ["predicted"] * 4, "m.safetensors", crown_fields())
+    from qgis.core import QgsCoordinateReferenceSystem
+
+    path = write_crown_layer(tmp_path / "crowns.gpkg", QgsCoordinateReferenceSystem("EPSG:32618"), features)
+    return open_crowns_layer(path, "crowns")
+
+
+def statuses(layer):
+    return sorted(f["status"] for f in layer.getFeatures())
+
+
+def test_status_follows_edits_and_undo_restores_it(crowns):
+    keeper = review.StatusKeeper(crowns)
+    crowns.startEditing()
+    first = next(crowns.getFeatures()).id()
+    crowns.changeGeometry(first, QgsGeometry.fromRect(QgsRectangle(0, 0, 12, 12)))
+    assert crowns.getFeature(first)["status"] == "edited"
+    review.add_box(crowns, QgsRectangle(80, 0, 90, 10), "Snag")
+    crowns.selectByIds([f.id() for f in crowns.getFeatures() if f["status"] == "predicted"][:2])
+    assert review.confirm_selected(crowns) == 2
+    assert statuses(crowns) == ["added", "confirmed", "confirmed", "edited", "predicted"]
+    crowns.undoStack().undo()
+    assert statuses(crowns) == ["added", "edited", "predicted", "predicted", "predicted"]
+    crowns.selectByIds([first])
+    assert review.delete_selected(crowns) == 1 and crowns.featureCount() == 4
+    assert crowns.commitChanges()
+    on_disk = QgsVectorLayer(crowns.source(), "again", "ogr")
+    assert statuses(on_disk) == ["added", "predicted", "predicted", "predicted"]
+    keeper.disconnect()
+
+
+def test_new_features_from_qgis_tools_default_to_added(crowns):
+    review.StatusKeeper(crowns)
+    crowns.startEditing()
+    from qgis.core import QgsVectorLayerUtils
+
+    feature = QgsVectorLayerUtils.createFeature(crowns, QgsGeometry.fromRect(QgsRectangle(1, 1, 2, 2)))
+    assert feature["status"] == "added"
+
+
+def test_unreviewed_crowns_come_least_confident_first(crowns):
+    scores = [crowns.getFeature(fid)["score"] for fid in review.unreviewed_in_review_order(crowns)]
+    assert scores == [0.1, 0.2, 0.5, 0.9]
+    assert len(review.unreviewed_in_review_order(crowns, threshold=0.3)) == 2
+
+
+def test_score_filter_is_a_live_rendering_rule(crowns):
+    review.show_scores_from(crowns, 0.45)
+    from qgis.core import QgsRenderContext
+
+    for symbol in crowns.renderer().symbols(QgsRenderContext()):
+        prop = symbol.symbolLayer(0).dataDefinedProperties().property(QgsSymbolLayer.PropertyLayerEnabled)
+        assert prop.isActive() and '"score" >= 0.4500' in prop.expressionString()
+    assert crowns.featureCount() == 4, "filtering hides crowns, it does not remove them"
+
+
+def test_reviewed_areas_live_in_the_same_geopackage(crowns):
+    areas = review.reviewed_areas_layer(crowns)
+    review.mark_reviewed(areas, QgsRectangle(0, 0, 35, 10), "now")
+    assert areas.commitChanges()
+    again = review.existing_reviewed_areas(crowns)
+    assert again.featureCount() == 1 and review.gpkg_path_of(again) == review.gpkg_path_of(crowns)
+    assert QgsVectorLayer(crowns.source(), "c", "ogr").featureCount() == 4, "the crowns are untouched"
+
+
+def test_training_uses_only_reviewed_areas(neon, tmp_path):
+    reference = neon_crowns_layer(neon, [PLOT], tmp_path / "ref.gpkg")
+    raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
+    e = raster.extent()
+    areas = review.reviewed_areas_layer(reference)
+    review.mark_reviewed(areas, QgsRectangle(e.xMinimum(), e.yMinimum(), e.center().x(), e.yMaximum()), "now")
+    areas.commitChanges()
+    [item], _ = annotations_for_rasters([raster], reference, "label", review.existing_reviewed_areas(reference))
+    assert np.allclose(item.regions, [[0.0, 0.0, 200.0, 400.0]])
+
+
+def test_import_deepforest_csv_puts_boxes_on_the_raster(neon, tmp_path):
+    raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
+    path = import_annotations(str(neon / "annotations.csv"), raster, tmp_path / "imported.gpkg")
+    layer = open_crowns_layer(path, "imported")
+    [truth] = [i for i in read_deepforest_csv(neon / "annotations.csv") if i.image_path.endswith(PLOT)]
+    assert layer.featureCount() == len(truth.boxes) and layer.crs().authid() == "EPSG:32618"
+    assert set(statuses(layer)) == {"confirmed"}
+    with rasterio.open(neon / "images" / PLOT) as src:
+        x0, y1 = src.transform * (truth.boxes[0][0], truth.boxes[0][1])
+    boxes = [f.geometry().boundingBox() for f in layer.getFeatures()]
+    assert any(abs(b.xMinimum() - x0) < 1e-6 and abs(b.yMaximum() - y1) < 1e-6 for b in boxes)
+
+
+def test_import_from_a_polygon_layer_and_bad_files(neon, tmp_path):
+    reference = neon_crowns_layer(neon, [PLOT], tmp_path / "ref.gpkg")
+    raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
+    layer = open_crowns_layer(import_annotations(reference, raster, tmp_path / "from_layer.gpkg"), "x")
+    assert layer.featureCount() == reference.featureCount()
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("hello")
+    with pytest.raises(AnnotationError, match="unknown annotation format"):
+        import_annotations(str(bogus), raster, tmp_path / "bogus.gpkg")
+
+
+def test_export_reviewed_layer_as_chips_csv_and_coco(neon, tmp_path):
+    reference = neon_crowns_layer(neon, [PLOT], tmp_path / "ref.gpkg")
+    raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
+    summary = export_layer_as_training_set(reference, [raster], tmp_path / "export", reviewed_only=False, chip_size=200)
+    assert summary.chips == 4 and summary.csv_path.exists() and summary.coco_path.exists()
+    assert summary.crowns >= reference.featureCount() - 6  # a crown split across chips may be left out of both
+    assert len(list((tmp_path / "export" / "images").glob("*.tif"))) == 4
+
+
+def test_evaluate_inside_reviewed_areas_only(neon, tmp_path):
+    reference = neon_crowns_layer(neon, [PLOT], tmp_path / "ref.gpkg")
+    predictions = neon_crowns_layer(neon, [PLOT], tmp_path / "pred.gpkg")
+    raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
+    e = raster.extent()
+    areas = review.reviewed_areas_layer(reference)
+    review.mark_reviewed(areas, QgsRectangle(e.xMinimum(), e.yMinimum(), e.center().x(), e.yMaximum()), "now")
+    areas.commitChanges()
+    predictions.startEditing()
+    for f in predictions.getFeatures():  # every prediction on the right half is wrong
+        if f.geometry().centroid().asPoint().x() > e.center().x():
+            predictions.translateFeature(f.id(), 0, 1000)
+    predictions.commitChanges()
+    everywhere = processing.run("treecrowns:evaluate", {"PREDICTIONS": predictions, "GROUND_TRUTH": reference, "OUTPUT": "memory:"})
+    inside = processing.run("treecrowns:evaluate", {"PREDICTIONS": predictions, "GROUND_TRUTH": reference,
+                                                     "REGIONS": review.existing_reviewed_areas(reference), "OUTPUT": "memory:"})
+    assert everywhere["F1"] < 1.0 and inside["F1"] == pytest.approx(1.0)
