@@ -30,6 +30,8 @@ from .prediction import Device, ProgressCallback, StopCheck, predict_images, res
 from .raster import RasterReader
 from .tiling import window_grid
 
+# An epoch is at least this many steps, so that a few corrected plots still train the model.
+_MIN_STEPS_PER_EPOCH = 20
 _CALIBRATION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 _VALIDATION_NMS = 0.3
 
@@ -281,7 +283,7 @@ def train(
     val_samples = load_samples(validation_items, meta.labels, meta.ground_resolution_m) if validation_items else []
     patch = meta.patch_size
     weights = [max(1.0, s.image.shape[1] * s.image.shape[2] / patch**2) for s in train_samples]
-    steps = settings.steps_per_epoch or max(1, math.ceil(2 * sum(weights) / settings.batch_size))
+    steps = settings.steps_per_epoch or max(_MIN_STEPS_PER_EPOCH, math.ceil(2 * sum(weights) / settings.batch_size))
     total_steps = steps * settings.epochs
 
     network = model.network.to(device)

@@ -4,6 +4,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..gis.resources import ICON
+from .annotation_algorithms import ExportTrainingSetAlgorithm, ImportAnnotationsAlgorithm
 from .detect_algorithm import DetectAlgorithm
 from .evaluate_algorithm import EvaluateAlgorithm
 from .train_algorithm import TrainAlgorithm
@@ -20,5 +21,7 @@ class TreecrownsProvider(QgsProcessingProvider):
         return QIcon(str(ICON))
 
     def loadAlgorithms(self) -> None:
-        for algorithm in (DetectAlgorithm(), TrainAlgorithm(), EvaluateAlgorithm()):
+        for algorithm in (
+            DetectAlgorithm(), TrainAlgorithm(), EvaluateAlgorithm(), ImportAnnotationsAlgorithm(), ExportTrainingSetAlgorithm()
+        ):
             self.addAlgorithm(algorithm)

@@ -60,6 +60,7 @@ class EvaluationDialog(QDialog):
         layout.addWidget(buttons)
         self.run_button.clicked.connect(self.evaluate)
         buttons.rejected.connect(self.close)
+        self.resize(560, 260)
 
     def evaluate(self) -> None:
         import processing
@@ -131,6 +132,7 @@ class ImportDialog(QDialog):
         layout.addWidget(buttons)
         buttons.accepted.connect(self.run_import)
         buttons.rejected.connect(self.reject)
+        self.resize(560, 320)
 
     def run_import(self) -> None:
         raster = self.raster.currentLayer()

@@ -149,3 +149,15 @@ def test_evaluate_inside_reviewed_areas_only(neon, tmp_path):
     inside = processing.run("treecrowns:evaluate", {"PREDICTIONS": predictions, "GROUND_TRUTH": reference,
                                                      "REGIONS": review.existing_reviewed_areas(reference), "OUTPUT": "memory:"})
     assert everywhere["F1"] < 1.0 and inside["F1"] == pytest.approx(1.0)
+
+
+def test_import_and_export_as_processing_algorithms(neon, tmp_path):
+    raster = str(neon / "images" / PLOT)
+    imported = processing.run("treecrowns:import_annotations", {"ANNOTATIONS": str(neon / "annotations.csv"), "RASTER": raster,
+                                                                "OUTPUT": str(tmp_path / "imp.gpkg")})
+    layer = open_crowns_layer(imported["OUTPUT"], "imported")
+    assert layer.featureCount() == 35
+    exported = processing.run("treecrowns:export_training_set", {"ANNOTATIONS": layer, "RASTERS": [raster], "CHIP_SIZE": 400,
+                                                                 "OUTPUT": str(tmp_path / "set")})
+    assert exported["CHIPS"] == 1 and exported["CROWNS"] == 35
+    assert (tmp_path / "set" / "annotations.csv").exists()

@@ -1,0 +1,103 @@
+"""Seconds per hectare of the bundled model against DeepForest's architecture, in the same run.
+
+Usage (from the repository root, after scripts/setup.sh):
+
+    .venv/bin/python scripts/benchmark_speed.py [--size 2000] [--repeats 2] [--threads N]
+
+Both models run through the same engine call (`core.prediction.detect`) on one 10 cm
+orthophoto of ``size`` x ``size`` pixels, a mosaic of NEON plots from shared/data/neon.
+DeepForest's model is torchvision's ``retinanet_resnet50_fpn`` at DeepForest's settings
+(400 px patches, 5 % overlap, upsampled to 800 px, score 0.1, NMS 0.05) with random
+weights: speed does not depend on the weights. Each model is timed ``repeats`` times after
+one warm-up window; the best time counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "build" / "plugins"))
+
+from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model  # noqa: E402
+from treecrowns.core.model import deepforest_architecture  # noqa: E402
+from treecrowns.core.prediction import Device, DetectionSettings, detect  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "neon"
+
+
+def mosaic(size: int, target: Path) -> Path:
+    """A size x size, 10 cm GeoTIFF tiled from the NEON plots (in name order)."""
+    plots = sorted((DATA / "images").glob("*.tif")) + sorted((DATA / "unlabeled").glob("*.tif"))
+    canvas = np.zeros((3, size, size), dtype=np.uint8)
+    tiles = [p for p in plots if rasterio.open(p).shape == (400, 400)]
+    index = 0
+    for row in range(0, size, 400):
+        for col in range(0, size, 400):
+            with rasterio.open(tiles[index % len(tiles)]) as src:
+                data = src.read([1, 2, 3])
+            h, w = min(400, size - row), min(400, size - col)
+            canvas[:, row : row + h, col : col + w] = data[:, :h, :w]
+            index += 1
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8",
+               "crs": "EPSG:32618", "transform": from_origin(730000, 4700000, 0.1, 0.1), "tiled": True}
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(canvas)
+    return target
+
+
+def timed(raster: Path, model, settings: DetectionSettings, repeats: int) -> tuple[float, int]:
+    best, count = float("inf"), 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        found = detect(raster, model, settings)
+        best = min(best, time.perf_counter() - started)
+        count = len(found)
+    return best, count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--model", type=Path, default=REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors")
+    args = parser.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    hectares = (args.size * 0.1) ** 2 / 10_000
+    bundled = load_checkpoint(args.model)
+    deepforest = new_model(
+        ModelMetadata(architecture=deepforest_architecture(), labels=("Tree",), ground_resolution_m=0.1,
+                      patch_size=400, score_threshold=0.1, nms_threshold=0.05)
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        raster = mosaic(args.size, Path(scratch) / "mosaic.tif")
+        warm_up = Path(scratch) / "warm.tif"
+        mosaic(400, warm_up)
+        rows = []
+        for name, model, settings in (
+            ("bundled (lite, 0.2 m, 200 px)", bundled, DetectionSettings(device=Device.CPU)),
+            ("DeepForest architecture (400 px -> 800 px)", deepforest, DetectionSettings(overlap=0.05, device=Device.CPU)),
+        ):
+            detect(warm_up, model, settings)
+            seconds, count = timed(raster, model, settings, args.repeats)
+            rows.append((name, seconds, count))
+    print(f"raster: {args.size} x {args.size} px at 0.1 m = {hectares:.1f} ha; torch threads: {torch.get_num_threads()}")
+    for name, seconds, count in rows:
+        print(f"{name:45} {seconds:8.2f} s  {seconds / hectares:8.2f} s/ha  ({count} crowns)")
+    print(f"speed-up of the bundled model: {rows[1][1] / rows[0][1]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
