@@ -14,6 +14,7 @@ DeepForest models load too: a Hugging Face folder (``config.json`` +
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -261,3 +262,31 @@ def _load_torch_file(path: Path, build: bool) -> LoadedModel:
 def with_provenance(metadata: ModelMetadata, **entries: Any) -> ModelMetadata:
     """A copy of ``metadata`` with provenance entries added or replaced."""
     return replace(metadata, provenance={**metadata.provenance, **entries})
+
+
+def extend_labels(model: LoadedModel, labels: tuple[str, ...]) -> tuple[str, ...]:
+    """Give the model extra classes for ``labels`` it does not know yet; returns the added labels.
+
+    The classification layer grows by one output per anchor and new class; existing classes
+    keep their weights, new ones start at the focal-loss prior (few positives), so the model
+    still detects what it did while it learns the new class from the annotations.
+    """
+    new = tuple(label for label in dict.fromkeys(labels) if label not in model.metadata.labels)
+    if not new:
+        return ()
+    head = model.network.head.classification_head
+    old_layer, old_classes = head.cls_logits, head.num_classes
+    anchors = old_layer.out_channels // old_classes
+    classes = old_classes + len(new)
+    layer = torch.nn.Conv2d(old_layer.in_channels, anchors * classes, kernel_size=3, stride=1, padding=1)
+    prior = -math.log((1 - 0.01) / 0.01)
+    with torch.no_grad():
+        torch.nn.init.normal_(layer.weight, std=0.01)
+        layer.bias.fill_(prior)
+        for a in range(anchors):
+            layer.weight[a * classes : a * classes + old_classes] = old_layer.weight[a * old_classes : (a + 1) * old_classes]
+            layer.bias[a * classes : a * classes + old_classes] = old_layer.bias[a * old_classes : (a + 1) * old_classes]
+    head.cls_logits = layer.to(old_layer.weight.device)
+    head.num_classes = classes
+    model.metadata = replace(model.metadata, labels=model.metadata.labels + new)
+    return new

@@ -238,7 +238,8 @@ def check_labels(model: LoadedModel, items: Sequence[ImageAnnotations]) -> None:
     if unknown:
         raise CheckpointError(
             f"the annotations use {len(found)} class(es) {found} but the base model has {len(model.metadata.labels)} "
-            f"{list(model.metadata.labels)}; fix the 'label' values or train a new model for these classes"
+            f"{list(model.metadata.labels)}; fix the 'label' values, or let training add the new classes "
+            "(NEW_LABELS in treecrowns:train, 'Add new labels' in the Train dialog)"
         )
 
 

@@ -10,7 +10,7 @@ from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from ..core.annotations import ImageAnnotations
-from ..core.checkpoint import load_checkpoint, with_provenance
+from ..core.checkpoint import extend_labels, load_checkpoint, with_provenance
 from ..core.errors import Cancelled, TreecrownsError
 from ..core.training import EpochReport, TrainingResult, TrainingSettings, train
 from .feedback import from_task
@@ -36,6 +36,7 @@ class TrainingTask(QgsTask):
         settings: TrainingSettings,
         training_data: dict,
         on_done: Callable[[TrainingOutcome], None],
+        add_new_labels: bool = False,
     ) -> None:
         super().__init__(f"Training tree-crown model {output_path.name}", QgsTask.CanCancel)
         self.base_model = base_model
@@ -44,12 +45,15 @@ class TrainingTask(QgsTask):
         self.settings = settings
         self.training_data = training_data
         self.on_done = on_done
+        self.add_new_labels = add_new_labels
         self._outcome: TrainingOutcome | None = None
 
     def run(self) -> bool:
         progress, should_stop = from_task(self)
         try:
             model = load_checkpoint(self.base_model)
+            if self.add_new_labels:
+                extend_labels(model, tuple(label for item in self.items for label in item.labels))
             model.metadata = with_provenance(model.metadata, parent=self.base_model, training_data=self.training_data)
             result = train(
                 model, self.items, self.output_path, self.settings,

@@ -9,6 +9,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
@@ -18,7 +19,7 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from ..core.checkpoint import load_checkpoint, with_provenance
+from ..core.checkpoint import extend_labels, load_checkpoint, with_provenance
 from ..core.errors import Cancelled, TreecrownsError
 from ..core.training import TrainingSettings, train
 from ..gis.feedback import from_processing
@@ -38,6 +39,7 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     VALIDATION_SHARE = "VALIDATION_SHARE"
     DEVICE = "DEVICE"
+    NEW_LABELS = "NEW_LABELS"
     OUTPUT_MODEL = "OUTPUT_MODEL"
 
     def name(self) -> str:
@@ -79,6 +81,9 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterNumber(self.VALIDATION_SHARE, "Share of rasters held out for validation", QgsProcessingParameterNumber.Double, 0.2, False, 0.0, 0.9)
         )
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", [d.value for d in DEVICES], defaultValue=0))
+        self.addParameter(
+            QgsProcessingParameterBoolean(self.NEW_LABELS, "Add labels the base model does not know as new classes", False)
+        )
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, "Trained model", "Checkpoints (*.safetensors)"))
         for key, title in (("PRECISION", "Validation precision"), ("RECALL", "Validation recall"), ("F1", "Validation F1")):
             self.addOutput(QgsProcessingOutputNumber(key, title))
@@ -110,6 +115,10 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             )
             for warning in warnings:
                 feedback.reportError(f"Warning: {warning}", fatalError=False)
+            if self.parameterAsBool(parameters, self.NEW_LABELS, context):
+                added = extend_labels(model, tuple(label for item in items for label in item.labels))
+                if added:
+                    feedback.pushInfo(f"New classes added to the model: {list(added)}")
             model.metadata = with_provenance(
                 model.metadata,
                 parent=str(base_path),

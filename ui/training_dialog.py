@@ -57,6 +57,8 @@ class TrainingDialog(QDialog):
         self.rasters = QListWidget()
         self.rasters.setMaximumHeight(90)
         self.reviewed_only = QCheckBox("Only crowns inside reviewed areas")
+        self.new_labels = QCheckBox("Add new labels found in the layer as new classes")
+        self.new_labels.setChecked(True)
         self.base_combo = QComboBox()
         for i in range(dock.model_combo.count()):
             self.base_combo.addItem(dock.model_combo.itemText(i), dock.model_combo.itemData(i))
@@ -89,6 +91,7 @@ class TrainingDialog(QDialog):
         form.addRow("Orthophotos", self.rasters)
         form.addRow("", self.reviewed_only)
         form.addRow("Base model", self.base_combo)
+        form.addRow("", self.new_labels)
         form.addRow("Epochs", self.epochs)
         form.addRow("Learning rate", self.learning_rate)
         form.addRow("Validation share", self.validation_share)
@@ -194,7 +197,7 @@ class TrainingDialog(QDialog):
             "rasters": [item.image_path for item in items],
             "crowns": sum(len(item.labels) for item in items),
         }
-        self.task = TrainingTask(base, items, output, settings, training_data, self._finished)
+        self.task = TrainingTask(base, items, output, settings, training_data, self._finished, self.new_labels.isChecked())
         self.task.epochFinished.connect(self._epoch)
         self.task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
         self.plot.reset(settings.epochs)

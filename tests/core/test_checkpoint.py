@@ -134,3 +134,26 @@ def test_lite_network_sees_patches_at_native_size():
     images, _ = model.network.transform([torch.rand(3, 64, 64)])
     assert tuple(images.tensors.shape[-2:]) == (64, 64)
     assert np.isclose(sum(p.numel() for p in model.network.parameters()) / 1e6, 12.4, atol=0.5)
+
+
+def test_adding_a_label_keeps_what_the_model_knew(tmp_path):
+    from treecrowns.core.checkpoint import extend_labels
+
+    model = new_model(small_lite(("Tree",)))
+    image = torch.rand(3, 64, 64)
+    model.network.eval()
+
+    def head_outputs():
+        with torch.inference_mode():
+            features = model.network.backbone(model.network.transform([image])[0].tensors)
+            return model.network.head(list(features.values()))
+
+    before = head_outputs()
+    assert extend_labels(model, ("Tree", "Dead")) == ("Dead",)
+    assert model.metadata.labels == ("Tree", "Dead")
+    after = head_outputs()
+    assert after["cls_logits"].shape[-1] == 2
+    assert torch.allclose(after["cls_logits"][..., 0], before["cls_logits"][..., 0], atol=1e-6)
+    path = save_checkpoint(model, tmp_path / "two.safetensors")
+    assert load_checkpoint(path).metadata.labels == ("Tree", "Dead")
+    assert extend_labels(model, ("Dead",)) == ()

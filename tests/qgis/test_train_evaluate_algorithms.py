@@ -70,3 +70,11 @@ def test_evaluate_scores_detections_and_writes_the_outcome_of_each_box(neon, tmp
     outcomes = [f["outcome"] for f in result["OUTPUT"].getFeatures()]
     assert outcomes.count("true positive") == n - 6
     assert outcomes.count("false positive") == 1 and outcomes.count("missed") == 6
+
+
+def test_train_can_add_a_new_class(neon, tmp_path):
+    crowns = neon_crowns_layer(neon, PLOTS[:1], tmp_path / "dead.gpkg", label="Dead")
+    output = tmp_path / "two_classes.safetensors"
+    processing.run("treecrowns:train", {"RASTERS": [str(neon / "images" / PLOTS[0])], "ANNOTATIONS": crowns, "EPOCHS": 1,
+                                        "BATCH_SIZE": 2, "NEW_LABELS": True, "OUTPUT_MODEL": str(output)})
+    assert load_checkpoint(output).metadata.labels == ("Tree", "Dead")
