@@ -13,7 +13,7 @@ import qgis.utils
 from qgis.core import QgsPointXY, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtCore import QPoint, Qt, QTimer
 from qgis.PyQt.QtTest import QTest
-from qgis.PyQt.QtWidgets import QApplication, QDockWidget, QWidget
+from qgis.PyQt.QtWidgets import QApplication, QDockWidget
 
 OUT = Path(os.environ["TREECROWNS_GUI_OUT"])
 RASTER = os.environ["TREECROWNS_GUI_RASTER"]

@@ -1,6 +1,5 @@
 """Review editing (status, undo, reviewed areas, score filter), import, export and scoped evaluation."""
 
-from pathlib import Path
 
 import numpy as np
 import processing

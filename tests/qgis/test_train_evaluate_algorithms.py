@@ -2,7 +2,7 @@
 
 import processing
 import pytest
-from qgis.core import QgsProcessingException, QgsRasterLayer, QgsVectorLayer
+from qgis.core import QgsProcessingException
 
 from qgis_layers import neon_crowns_layer
 from synthetic import write_raster
