@@ -49,7 +49,7 @@ def test_dock_detects_crowns_on_the_sample_in_the_real_desktop(tmp_path):
     assert "Tree" in result["model_info"] and "0.2 m per pixel" in result["model_info"]
     [layer] = result["layers"]
     assert layer["name"] == "sample orthophoto crowns" and layer["features"] > 0
-    assert layer["crs"] == "EPSG:32618" and layer["inside_raster"]
+    assert layer["crs"] == "EPSG:32617" and layer["inside_raster"]
     assert {"score", "label", "status"} <= set(layer["fields"]) and layer["renderer"] == "graduatedSymbol"
     assert f"{layer['features']} crowns written" in result["status_text"]
     # QGIS stayed responsive: its event loop kept ticking while the task ran.
