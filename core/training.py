@@ -32,6 +32,8 @@ from .tiling import window_grid
 
 # An epoch is at least this many steps, so that a few corrected plots still train the model.
 _MIN_STEPS_PER_EPOCH = 20
+# Below this many validation crowns, epochs are not chosen and thresholds not tuned on them.
+_MIN_VALIDATION_CROWNS = 30
 _CALIBRATION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 _VALIDATION_NMS = 0.3
 
@@ -185,15 +187,17 @@ def predict_sample(model: LoadedModel, image: np.ndarray, device: torch.device, 
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
 
-def validate(model: LoadedModel, samples: Sequence[_Sample], device: torch.device) -> tuple[dict, float]:
-    """Best F1 over a range of score thresholds, and that threshold."""
+def validate(
+    model: LoadedModel, samples: Sequence[_Sample], device: torch.device, fixed_threshold: float | None = None
+) -> tuple[dict, float]:
+    """Best F1 over a range of score thresholds and that threshold, or F1 at ``fixed_threshold``."""
     model.network.eval()
     model.network.score_thresh = min(_CALIBRATION_THRESHOLDS)
     model.network.nms_thresh = _VALIDATION_NMS
     predictions = [predict_sample(model, s.image.numpy(), device) for s in samples]
     references = {s.name: s.boxes.numpy() for s in samples}
     best, best_threshold = None, _CALIBRATION_THRESHOLDS[0]
-    for threshold in _CALIBRATION_THRESHOLDS:
+    for threshold in (_CALIBRATION_THRESHOLDS if fixed_threshold is None else (fixed_threshold,)):
         kept = {s.name: p["boxes"][p["scores"] >= threshold] for s, p in zip(samples, predictions)}
         result = evaluate(kept, references, DEFAULT_IOU_THRESHOLD).as_dict()
         if best is None or result["f1"] > best["f1"]:
@@ -302,6 +306,8 @@ def train(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate)
     history: list[EpochReport] = []
+    calibrate = sum(len(sample.boxes) for sample in val_samples) >= _MIN_VALIDATION_CROWNS
+    fixed = None if calibrate else meta.score_threshold
     best_f1, best_epoch, saved_any = -1.0, 0, False
     best_metrics: dict = {}
     step = 0
@@ -329,9 +335,10 @@ def train(
             if progress is not None:
                 progress(step / total_steps, f"epoch {epoch}/{settings.epochs}, step {step}/{total_steps}, loss {loss.item():.3f}")
         means = sums / steps
-        metrics, threshold = validate(model, val_samples, device) if val_samples else ({}, None)
+        metrics, threshold = validate(model, val_samples, device, fixed) if val_samples else ({}, None)
         f1 = metrics.get("f1")
-        improved = f1 is None or f1 > best_f1
+        # Too few validation crowns make F1 noise: then keep the latest epoch and the base threshold.
+        improved = f1 is None or not calibrate or f1 > best_f1
         if improved:
             best_f1, best_epoch = (f1 if f1 is not None else best_f1), epoch
             best_metrics = {**metrics, "epoch": epoch}
