@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
     QgsWkbTypes,
 )
 
@@ -40,6 +41,7 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     DEVICE = "DEVICE"
     RESAMPLE = "RESAMPLE"
+    BANDS = "BANDS"
     CROWN_COUNT = "CROWN_COUNT"
 
     def name(self) -> str:
@@ -90,8 +92,25 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
         )
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", [d.value for d in DEVICES], defaultValue=0))
         self.addParameter(QgsProcessingParameterBoolean(self.RESAMPLE, "Resample to the model's ground resolution", True))
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.BANDS, "Red, green and blue band numbers, e.g. 3,2,1 (empty: tagged RGB, else the first three)", optional=True
+            )
+        )
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Tree crowns", QgsProcessing.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputNumber(self.CROWN_COUNT, "Number of crowns"))
+
+    @staticmethod
+    def _bands(text: str) -> tuple[int, int, int] | None:
+        if not text.strip():
+            return None
+        try:
+            bands = tuple(int(part) for part in text.replace(" ", "").split(","))
+        except ValueError as exc:
+            raise QgsProcessingException(f"BANDS must be three band numbers such as 1,2,3, not {text!r}") from exc
+        if len(bands) != 3:
+            raise QgsProcessingException(f"BANDS must name exactly three bands (red, green, blue), not {text!r}")
+        return bands  # type: ignore[return-value]
 
     def processAlgorithm(self, parameters, context, feedback):
         raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
@@ -106,6 +125,7 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             resample=self.parameterAsBool(parameters, self.RESAMPLE, context),
+            bands=self._bands(self.parameterAsString(parameters, self.BANDS, context)),
         )
         progress, should_stop = from_processing(feedback)
         try:

@@ -110,3 +110,14 @@ def test_bundled_model_finds_most_crowns_on_a_plot_it_was_not_trained_on(neon, t
     reference = np.stack([np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1)], axis=1)
     result = evaluate({"plot": found}, {"plot": reference})
     assert result.recall >= 0.55 and result.f1 >= 0.6, result.as_dict()  # measured: recall 0.62, F1 0.66
+
+
+def test_band_choice_reaches_the_engine(neon, tmp_path):
+    raster = str(neon / "images" / HELD_OUT_PLOT)
+    default = processing.run("treecrowns:detect", {"INPUT": raster, "OUTPUT": str(tmp_path / "a.gpkg")})
+    same = processing.run("treecrowns:detect", {"INPUT": raster, "BANDS": "1,2,3", "OUTPUT": str(tmp_path / "b.gpkg")})
+    assert same["CROWN_COUNT"] == default["CROWN_COUNT"]
+    with pytest.raises(QgsProcessingException, match="do not exist"):
+        processing.run("treecrowns:detect", {"INPUT": raster, "BANDS": "1,2,7", "OUTPUT": str(tmp_path / "c.gpkg")})
+    with pytest.raises(QgsProcessingException, match="three band numbers"):
+        processing.run("treecrowns:detect", {"INPUT": raster, "BANDS": "red", "OUTPUT": str(tmp_path / "d.gpkg")})
