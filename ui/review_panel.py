@@ -43,7 +43,6 @@ class ReviewPanel(QWidget):
         self.canvas = iface.mapCanvas()
         self.keeper: review.StatusKeeper | None = None
         self.areas: QgsVectorLayer | None = None
-        self._queue: list[int] = []
 
         self.layer_combo = QgsMapLayerComboBox()
         self.layer_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
@@ -159,7 +158,6 @@ class ReviewPanel(QWidget):
             self.keeper.disconnect()
             self.keeper = None
         self.areas = None
-        self._queue = []
         if layer is None or layer.fields().indexOf("status") < 0:
             self.summary.setText("Choose a crown layer made by Detect (it needs 'score', 'label' and 'status' fields).")
             self._set_enabled(False)
@@ -228,11 +226,11 @@ class ReviewPanel(QWidget):
         layer = self.layer()
         if layer is None:
             return
-        self._queue = review.unreviewed_in_review_order(layer, self.score_slider.value() / 100.0)
-        if not self._queue:
+        queue = review.unreviewed_in_review_order(layer, self.score_slider.value() / 100.0)
+        if not queue:
             self.summary.setText(self.summary.text() + "<br><b>No predicted crown is left to review.</b>")
             return
-        fid = self._queue[0]
+        fid = queue[0]
         layer.selectByIds([fid])
         box = layer.getFeature(fid).geometry().boundingBox()
         box.grow(max(box.width(), box.height()) * 2)

@@ -87,13 +87,19 @@ def test_reviewed_areas_live_in_the_same_geopackage(crowns):
     assert QgsVectorLayer(crowns.source(), "c", "ogr").featureCount() == 4, "the crowns are untouched"
 
 
+def mark_left_half_reviewed(crowns, raster):
+    """Save a reviewed area over the left half of ``raster``; returns the raster's extent."""
+    e = raster.extent()
+    areas = review.reviewed_areas_layer(crowns)
+    review.mark_reviewed(areas, QgsRectangle(e.xMinimum(), e.yMinimum(), e.center().x(), e.yMaximum()), "now")
+    assert areas.commitChanges()
+    return e
+
+
 def test_training_uses_only_reviewed_areas(neon, tmp_path):
     reference = neon_crowns_layer(neon, [PLOT], tmp_path / "ref.gpkg")
     raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
-    e = raster.extent()
-    areas = review.reviewed_areas_layer(reference)
-    review.mark_reviewed(areas, QgsRectangle(e.xMinimum(), e.yMinimum(), e.center().x(), e.yMaximum()), "now")
-    areas.commitChanges()
+    mark_left_half_reviewed(reference, raster)
     [item], _ = annotations_for_rasters([raster], reference, "label", review.existing_reviewed_areas(reference))
     assert np.allclose(item.regions, [[0.0, 0.0, 200.0, 400.0]])
 
@@ -135,10 +141,7 @@ def test_evaluate_inside_reviewed_areas_only(neon, tmp_path):
     reference = neon_crowns_layer(neon, [PLOT], tmp_path / "ref.gpkg")
     predictions = neon_crowns_layer(neon, [PLOT], tmp_path / "pred.gpkg")
     raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
-    e = raster.extent()
-    areas = review.reviewed_areas_layer(reference)
-    review.mark_reviewed(areas, QgsRectangle(e.xMinimum(), e.yMinimum(), e.center().x(), e.yMaximum()), "now")
-    areas.commitChanges()
+    e = mark_left_half_reviewed(reference, raster)
     predictions.startEditing()
     for f in predictions.getFeatures():  # every prediction on the right half is wrong
         if f.geometry().centroid().asPoint().x() > e.center().x():
