@@ -40,7 +40,7 @@ _VALIDATION_NMS = 0.3
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """How to train. The defaults suit fine-tuning on a few hundred corrected crowns."""
+    """How to train. The defaults suit fine-tuning a trained model on a few hundred corrected crowns."""
 
     epochs: int = 10
     batch_size: int = 8
@@ -51,8 +51,19 @@ class TrainingSettings:
     warmup_steps: int = 50
     scale_jitter: tuple[float, float] = (0.8, 1.25)
     augment: bool = True
+    # Fine-tuning on one site: keep the trunk and its BatchNorm statistics as learnt on many
+    # sites, and train only the FPN and heads. One corrected plot is too little to retrain
+    # the trunk; doing so lost F1 on the site's other plots (scripts/retraining_experiment.py).
+    # Training from scratch needs freeze_batchnorm=False and trunk_learning_rate_factor=1.
+    freeze_batchnorm: bool = True
+    trunk_learning_rate_factor: float = 0.0
     seed: int = 0
     device: Device = Device.AUTO
+
+
+def whole_network(settings: TrainingSettings) -> TrainingSettings:
+    """``settings`` training every layer and BatchNorm statistic: from scratch, or with thousands of crowns."""
+    return replace(settings, freeze_batchnorm=False, trunk_learning_rate_factor=1.0)
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,7 @@ class TrainingResult:
     best_epoch: int
     cancelled: bool = False
     metrics: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -235,6 +247,27 @@ def split_validation(items: Sequence[ImageAnnotations], share: float, seed: int)
     )
 
 
+def _parameter_groups(network: torch.nn.Module, settings: TrainingSettings) -> list[dict]:
+    """The trunk's weights at ``trunk_learning_rate_factor`` times the learning rate, the rest at 1x.
+
+    A factor of 0 freezes the trunk (no gradients, so each step is cheaper). Every call
+    sets ``requires_grad`` on all weights, so a model trained twice follows the latest settings.
+    LambdaLR scales each group's own starting rate, so the ratio holds through the schedule.
+    """
+    trunk = getattr(getattr(network, "backbone", None), "body", None)
+    trunk_ids = {id(p) for p in trunk.parameters()} if trunk is not None else set()
+    trunk_params = [p for p in network.parameters() if id(p) in trunk_ids]
+    other_params = [p for p in network.parameters() if id(p) not in trunk_ids]
+    for p in other_params:
+        p.requires_grad_(True)
+    for p in trunk_params:
+        p.requires_grad_(settings.trunk_learning_rate_factor > 0)
+    groups = [{"params": other_params}]
+    if trunk_params and settings.trunk_learning_rate_factor > 0:
+        groups.append({"params": trunk_params, "lr": settings.learning_rate * settings.trunk_learning_rate_factor})
+    return groups
+
+
 def check_labels(model: LoadedModel, items: Sequence[ImageAnnotations]) -> None:
     """Raise a clear error when the annotations name classes the model does not have."""
     found = sorted({label for item in items for label in item.labels})
@@ -262,7 +295,9 @@ def train(
     Args:
         model: The starting point (a loaded checkpoint or a new random model).
         train_items: Annotated rasters. If ``validation_items`` is None, a share of
-            them (``settings.validation_share``) is held out for validation.
+            them (``settings.validation_share``) is held out for validation, unless that
+            share holds too few crowns to measure anything (then all are trained on and
+            ``TrainingResult.notes`` says so).
         output_path: Where the checkpoint goes; written only when an epoch improves.
         settings: Schedule, augmentation and device.
         validation_items: Explicit held-out rasters.
@@ -278,14 +313,27 @@ def train(
     if not train_items or sum(len(item.labels) for item in train_items) == 0:
         raise AnnotationError("there are no annotated crowns to train on; draw or import some boxes first")
     check_labels(model, train_items)
-    if validation_items is None:
-        train_items, validation_items = split_validation(train_items, settings.validation_share, settings.seed)
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     device, _note = resolve_device(settings.device)
     meta = model.metadata
-    train_samples = load_samples(train_items, meta.labels, meta.ground_resolution_m)
-    val_samples = load_samples(validation_items, meta.labels, meta.ground_resolution_m) if validation_items else []
+    notes: list[str] = []
+    if validation_items is None:
+        kept, held = split_validation(train_items, settings.validation_share, settings.seed)
+        val_samples = load_samples(held, meta.labels, meta.ground_resolution_m) if held else []
+        held_crowns = sum(len(sample.boxes) for sample in val_samples)
+        if held and held_crowns < _MIN_VALIDATION_CROWNS:
+            # A handful of held-out crowns measure nothing; they are worth more as training data.
+            notes.append(
+                f"only {held_crowns} crowns would have been held out for validation (at least {_MIN_VALIDATION_CROWNS} "
+                "are needed for a meaningful figure), so all crowns were used for training and the base "
+                "model's score threshold was kept; review more area to get validation figures"
+            )
+            kept, val_samples = list(train_items), []
+        train_samples = load_samples(kept, meta.labels, meta.ground_resolution_m)
+    else:
+        train_samples = load_samples(train_items, meta.labels, meta.ground_resolution_m)
+        val_samples = load_samples(validation_items, meta.labels, meta.ground_resolution_m)
     patch = meta.patch_size
     weights = [max(1.0, s.image.shape[1] * s.image.shape[2] / patch**2) for s in train_samples]
     steps = settings.steps_per_epoch or max(_MIN_STEPS_PER_EPOCH, math.ceil(2 * sum(weights) / settings.batch_size))
@@ -295,8 +343,9 @@ def train(
     if meta.architecture.get("family") == "lite":
         network.transform.min_size = (patch,)
         network.transform.max_size = patch
-    params = [p for p in network.parameters() if p.requires_grad]
-    optimiser = torch.optim.SGD(params, lr=settings.learning_rate, momentum=0.9, weight_decay=settings.weight_decay)
+    param_groups = _parameter_groups(network, settings)
+    params = [p for group in param_groups for p in group["params"]]
+    optimiser = torch.optim.SGD(param_groups, lr=settings.learning_rate, momentum=0.9, weight_decay=settings.weight_decay)
 
     def learning_rate(step: int) -> float:
         if step < settings.warmup_steps:
@@ -314,12 +363,18 @@ def train(
     for epoch in range(1, settings.epochs + 1):
         started = time.perf_counter()
         network.train()
+        if settings.freeze_batchnorm:
+            for module in network.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         sums = np.zeros(3)
         for _ in range(steps):
             if should_stop is not None and should_stop():
                 if not saved_any:
                     raise Cancelled("training was cancelled before the first epoch finished; no checkpoint was written")
-                return TrainingResult(str(output_path), tuple(history), best_epoch, cancelled=True, metrics=best_metrics)
+                return TrainingResult(
+                    str(output_path), tuple(history), best_epoch, cancelled=True, metrics=best_metrics, notes=tuple(notes)
+                )
             batch = [_random_patch(train_samples[i], patch, settings, rng) for i in rng.choices(range(len(train_samples)), weights, k=settings.batch_size)]
             images = [img.to(device) for img, _ in batch]
             targets = [{k: v.to(device) for k, v in t.items()} for _, t in batch]
@@ -358,4 +413,4 @@ def train(
         history.append(report)
         if on_epoch is not None:
             on_epoch(report)
-    return TrainingResult(str(output_path), tuple(history), best_epoch, metrics=best_metrics)
+    return TrainingResult(str(output_path), tuple(history), best_epoch, metrics=best_metrics, notes=tuple(notes))

@@ -21,7 +21,7 @@ from qgis.core import (
 
 from ..core.checkpoint import extend_labels, load_checkpoint, with_provenance
 from ..core.errors import Cancelled, TreecrownsError
-from ..core.training import TrainingSettings, train
+from ..core.training import TrainingSettings, train, whole_network
 from ..gis.feedback import from_processing
 from ..gis.resources import model_path_or_bundled
 from ..gis.training_data import annotations_for_rasters
@@ -40,6 +40,7 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
     VALIDATION_SHARE = "VALIDATION_SHARE"
     DEVICE = "DEVICE"
     NEW_LABELS = "NEW_LABELS"
+    WHOLE_NETWORK = "WHOLE_NETWORK"
     OUTPUT_MODEL = "OUTPUT_MODEL"
 
     def name(self) -> str:
@@ -84,6 +85,13 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(
             QgsProcessingParameterBoolean(self.NEW_LABELS, "Add labels the base model does not know as new classes", False)
         )
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                self.WHOLE_NETWORK,
+                "Retrain the whole network (thousands of crowns; by default only the FPN and heads learn)",
+                False,
+            )
+        )
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, "Trained model", "Checkpoints (*.safetensors)"))
         for key, title in (("PRECISION", "Validation precision"), ("RECALL", "Validation recall"), ("F1", "Validation F1")):
             self.addOutput(QgsProcessingOutputNumber(key, title))
@@ -106,6 +114,8 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             validation_share=self.parameterAsDouble(parameters, self.VALIDATION_SHARE, context),
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
         )
+        if self.parameterAsBool(parameters, self.WHOLE_NETWORK, context):
+            settings = whole_network(settings)
         progress, should_stop = from_processing(feedback)
         try:
             model = load_checkpoint(base_path)
@@ -139,6 +149,8 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from exc
         except TreecrownsError as exc:
             raise QgsProcessingException(str(exc)) from exc
+        for note in result.notes:
+            feedback.pushInfo(f"Note: {note}")
         if result.cancelled:
             feedback.reportError(f"Training was cancelled; the best checkpoint so far (epoch {result.best_epoch}) was kept", fatalError=False)
         metrics = result.metrics

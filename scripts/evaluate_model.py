@@ -3,7 +3,7 @@
 Usage (from the repository root, after scripts/setup.sh):
 
     .venv/bin/python scripts/evaluate_model.py [--model resources/models/....safetensors]
-        [--plots validation|all|NAME,NAME] [--resolutions 0.05,0.1,0.2] [--pictures DIR] [--json FILE]
+        [--plots validation|all|site:SITE|NAME,NAME] [--resolutions 0.05,0.1,0.2] [--pictures DIR] [--json FILE]
 
 For every plot it runs detection at the checkpoint's own thresholds and scores it with
 DeepForest's protocol (IoU > 0.4). ``--resolutions`` resamples each plot to other ground
@@ -70,7 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--plots", default="validation", help="'validation' (the checkpoint's held-out plots), 'all', or names")
+    parser.add_argument("--plots", default="validation", help="'validation' (the checkpoint's held-out plots), 'all', 'site:HARV' (every plot of a site), or names")
     parser.add_argument("--resolutions", default="0.1", help="comma-separated metres per pixel")
     parser.add_argument("--pictures", type=Path, help="folder for PNGs of predictions (red) and reference crowns (cyan)")
     parser.add_argument("--json", type=Path, help="write the figures here too")
@@ -82,8 +82,13 @@ def main() -> None:
         names = model.metadata.provenance["training_data"]["validation_plots"]
     elif args.plots == "all":
         names = sorted(items)
+    elif args.plots.startswith("site:"):
+        names = sorted(n for n in items if n.split("_")[0] == args.plots[len("site:"):])
     else:
         names = args.plots.split(",")
+    missing = [n for n in names if n not in items]
+    if not names or missing:
+        raise SystemExit(f"no such plot(s) {missing or args.plots!r} in {args.data / 'annotations.csv'}")
     figures: dict = {}
     with tempfile.TemporaryDirectory() as scratch:
         for resolution in (float(r) for r in args.resolutions.split(",")):

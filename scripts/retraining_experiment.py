@@ -1,23 +1,36 @@
-"""Does correcting one plot and retraining with the GUI's defaults help on another plot of the same site?
+"""Does correcting one plot and retraining with the GUI's defaults help on the other plots of the site?
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/retraining_experiment.py [--pairs HARV_041:HARV_033,TEAK_059:TEAK_047]
+    .venv/bin/python scripts/retraining_experiment.py --site HARV --train-plots HARV_041,HARV_022
+        [--model CHECKPOINT] [--set learning_rate=0.001 --set epochs=5]
 
-For each pair ``A:B`` the bundled model is scored on plot B; then plot A's reference crowns
-stand in for the user's corrections (a fully reviewed plot), the model is retrained from
-them with the Train dialog's default settings (``TrainingSettings()``: the same code path
-as the dialog's background task), and plot B is scored again. Prints F1 before and after,
-and the minutes training took.
+For each training plot, its reference crowns stand in for the user's corrections (a fully
+reviewed plot); the model is retrained from them with the Train dialog's default settings
+(``TrainingSettings()``, the same code path as the dialog's background task, changed only by
+``--set``), and every other plot of the site is scored before and after (pooled, DeepForest's
+protocol). With the bundled model, plots it was trained on are left out of the scoring.
+
+The closest stand-in for a site the model has never seen is a model trained without it:
+
+    .venv/bin/python scripts/train_bundled_model.py --leave-out-site HARV
+    .venv/bin/python scripts/retraining_experiment.py --site HARV \\
+        --model output/leave-one-site-out/without-HARV.safetensors
+
+Prints F1 before and after at the checkpoint's score threshold, the F1 the new model would
+reach at other thresholds (to tell calibration from learning), and the minutes training took.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
@@ -28,38 +41,81 @@ from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
 from treecrowns.core.training import TrainingSettings, train  # noqa: E402
 
-DEFAULT_PAIRS = "HARV_041:HARV_033,TEAK_059:TEAK_047,SJER_054:SJER_064"
+DEFAULT_MODEL = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
+SWEEP = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 
 
-def f1_on(model_path: str, item) -> dict:
-    found = detect(item.image_path, load_checkpoint(model_path), DetectionSettings())
-    return evaluate({"b": found.pixel_boxes}, {"b": item.boxes}).as_dict()
+def settings_from(pairs: list[str]) -> TrainingSettings:
+    """TrainingSettings() with ``name=value`` overrides, typed like the defaults."""
+    defaults = TrainingSettings()
+    changes = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in {f.name for f in dataclasses.fields(TrainingSettings)}:
+            raise SystemExit(f"--set {pair}: TrainingSettings has no field {name!r}")
+        current = getattr(defaults, name)
+        changes[name] = value.lower() in ("1", "true", "yes") if isinstance(current, bool) else type(current)(value)
+    return dataclasses.replace(defaults, **changes)
+
+
+def detections(model_path: Path, items) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Boxes and scores per plot, everything above score 0.1."""
+    model = load_checkpoint(model_path)
+    threshold = model.metadata.score_threshold
+    found = {}
+    for name, item in items.items():
+        result = detect(item.image_path, model, DetectionSettings(score_threshold=min(SWEEP[0], threshold)))
+        found[name] = (result.pixel_boxes, result.scores)
+    return found
+
+
+def f1_at(found, items, threshold: float) -> float:
+    kept = {name: boxes[scores >= threshold] for name, (boxes, scores) in found.items()}
+    return evaluate(kept, {name: item.boxes for name, item in items.items()}).as_dict()["f1"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "neon")
-    parser.add_argument("--model", type=Path, default=REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors")
-    parser.add_argument("--pairs", default=DEFAULT_PAIRS, help="comma-separated TRAIN_PLOT:EVAL_PLOT")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--site", required=True, help="HARV, OSBS, SJER or TEAK")
+    parser.add_argument("--train-plots", help="comma-separated plots to correct, one at a time (default: the first three)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="change one TrainingSettings field")
     args = parser.parse_args()
+
+    settings = settings_from(args.set)
+    base = load_checkpoint(args.model)
+    seen = set(base.metadata.provenance.get("training_data", {}).get("train_plots", []))
     items = {Path(i.image_path).stem: i for i in read_deepforest_csv(args.data / "annotations.csv")}
-    print(f"{'train on':10} {'score on':10} {'F1 before':>9} {'F1 after':>9} {'change':>7} {'minutes':>7}")
+    site_plots = sorted(name for name in items if name.startswith(args.site + "_"))
+    train_plots = args.train_plots.split(",") if args.train_plots else site_plots[:3]
+    print(f"settings: {settings}")
+    print(f"base threshold {base.metadata.score_threshold}; F1 after at thresholds {SWEEP}")
+    print(f"{'train on':9} {'crowns':>6} {'scored':>6} {'F1 before':>9} {'F1 after':>9} {'change':>7} {'min':>5}  sweep")
+    changes = []
     with tempfile.TemporaryDirectory() as scratch:
-        for pair in args.pairs.split(","):
-            train_plot, eval_plot = pair.split(":")
-            before = f1_on(str(args.model), items[eval_plot])
+        for train_plot in train_plots:
+            scored = {n: items[n] for n in site_plots if n != train_plot and f"{n}.tif" not in seen}
+            before_found = detections(args.model, scored)
+            before = f1_at(before_found, scored, base.metadata.score_threshold)
             model = load_checkpoint(args.model)
             model.metadata = with_provenance(model.metadata, parent=str(args.model))
             output = Path(scratch) / f"{train_plot}.safetensors"
             started = time.time()
-            train(model, [items[train_plot]], output, TrainingSettings())
+            train(model, [items[train_plot]], output, settings)
             minutes = (time.time() - started) / 60
-            after = f1_on(str(output), items[eval_plot])
+            tuned = load_checkpoint(output)
+            after_found = detections(output, scored)
+            after = f1_at(after_found, scored, tuned.metadata.score_threshold)
+            sweep = " ".join(f"{f1_at(after_found, scored, t):.2f}" for t in SWEEP)
+            changes.append(after - before)
+            crowns = len(items[train_plot].labels)
             print(
-                f"{train_plot:10} {eval_plot:10} {before['f1']:9.3f} {after['f1']:9.3f} "
-                f"{after['f1'] - before['f1']:+7.3f} {minutes:7.1f}",
+                f"{train_plot:9} {crowns:6d} {len(scored):6d} {before:9.3f} {after:9.3f} {after - before:+7.3f} "
+                f"{minutes:5.1f}  {sweep} (thr {tuned.metadata.score_threshold})",
                 flush=True,
             )
+    print(f"mean change {np.mean(changes):+.3f} over {len(changes)} training plots")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,16 @@ Whole plots are held out for validation (every fifth plot of each site, in name
 order); the rest are training data. Seeded, so a rerun on the same machine gives
 the same checkpoint. Writes the checkpoint and a JSON of its training history
 next to it in resources/models/.
+
+Leave-one-site-out estimate (how the model does on a site it has never seen):
+
+    .venv/bin/python scripts/train_bundled_model.py --leave-out-site HARV
+    .venv/bin/python scripts/evaluate_model.py --model output/leave-one-site-out/without-HARV.safetensors --plots site:HARV
+
+``--leave-out-site`` drops every plot of that site from training and from the
+per-epoch validation (which then uses the other sites' held-out plots only), so
+the site is scored by a model that never saw it, with an epoch and threshold
+chosen without it.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ sys.path.insert(0, str(REPO / "build" / "plugins"))
 from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
 from treecrowns.core.checkpoint import ModelMetadata, new_model  # noqa: E402
 from treecrowns.core.model import lite_architecture  # noqa: E402
-from treecrowns.core.training import TrainingSettings, train  # noqa: E402
+from treecrowns.core.training import TrainingSettings, train, whole_network  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "neon"
 OUTPUT = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
@@ -32,6 +42,16 @@ OUTPUT = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
 
 def site_of(path: str) -> str:
     return Path(path).name.split("_")[0]
+
+
+def without_site(items, site: str | None):
+    """All plots except those of ``site``; all plots when ``site`` is None."""
+    if site is None:
+        return list(items)
+    kept = [it for it in items if site_of(it.image_path) != site]
+    if len(kept) == len(items):
+        raise SystemExit(f"no plot of site {site!r} in the data; sites are {sorted({site_of(it.image_path) for it in items})}")
+    return kept
 
 
 def split_by_site(items, every: int = 5):
@@ -49,7 +69,9 @@ def split_by_site(items, every: int = 5):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with annotations.csv and images/")
-    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--output", type=Path, help=f"checkpoint to write (default {OUTPUT.relative_to(REPO)}, or "
+                        "output/leave-one-site-out/without-SITE.safetensors with --leave-out-site)")
+    parser.add_argument("--leave-out-site", help="train without this site (HARV, OSBS, SJER, TEAK) to estimate unseen-site accuracy")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -62,15 +84,19 @@ def main() -> None:
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     items = read_deepforest_csv(args.data / "annotations.csv")
-    train_items, val_items = split_by_site(items)
-    settings = TrainingSettings(
+    train_items, val_items = split_by_site(without_site(items, args.leave_out_site))
+    if args.output is None:
+        loso = REPO / "output" / "leave-one-site-out" / f"without-{args.leave_out_site}.safetensors"
+        args.output = OUTPUT if args.leave_out_site is None else loso
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    settings = whole_network(TrainingSettings(
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         steps_per_epoch=args.steps,
         warmup_steps=100,
         seed=args.seed,
-    )
+    ))  # from scratch: every layer and BatchNorm statistic learns
     command = "python scripts/train_bundled_model.py " + " ".join(sys.argv[1:])
     metadata = ModelMetadata(
         architecture=lite_architecture(trunk=args.trunk),
@@ -84,6 +110,7 @@ def main() -> None:
             "created": time.strftime("%Y-%m-%d"),
             "training_data": {
                 "source": "shared/data/neon (NEON AOP 10 cm RGB, DeepForest training plots)",
+                "left_out_site": args.leave_out_site,
                 "train_plots": [Path(it.image_path).name for it in train_items],
                 "validation_plots": [Path(it.image_path).name for it in val_items],
                 "train_crowns": sum(len(it.labels) for it in train_items),

@@ -26,7 +26,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.errors import TreecrownsError
-from ..core.training import TrainingSettings
+from ..core.training import TrainingSettings, whole_network
 from ..gis import review
 from ..gis.training_data import annotations_for_rasters
 from ..gis.training_task import TrainingOutcome, TrainingTask
@@ -70,6 +70,11 @@ class TrainingDialog(QDialog):
         self.learning_rate.setRange(0.0001, 0.1)
         self.learning_rate.setSingleStep(0.001)
         self.learning_rate.setValue(TrainingSettings.learning_rate)
+        self.whole_network = QCheckBox("Retrain the whole network (for thousands of crowns)")
+        self.whole_network.setToolTip(
+            "By default only the FPN and detection heads learn from the corrections; the trunk keeps "
+            "what the base model learnt on many sites. A few hundred crowns are too few to retrain it."
+        )
         self.validation_share = QDoubleSpinBox()
         self.validation_share.setRange(0.0, 0.5)
         self.validation_share.setSingleStep(0.05)
@@ -94,6 +99,7 @@ class TrainingDialog(QDialog):
         form.addRow("", self.new_labels)
         form.addRow("Epochs", self.epochs)
         form.addRow("Learning rate", self.learning_rate)
+        form.addRow("", self.whole_network)
         form.addRow("Validation share", self.validation_share)
         form.addRow("New model name", self.output_name)
         buttons = QHBoxLayout()
@@ -190,6 +196,8 @@ class TrainingDialog(QDialog):
             learning_rate=self.learning_rate.value(),
             validation_share=self.validation_share.value(),
         )
+        if self.whole_network.isChecked():
+            settings = whole_network(settings)
         training_data = {
             "layer": crowns.source(),
             "reviewed_areas": areas.source() if areas is not None else None,
@@ -240,7 +248,7 @@ class TrainingDialog(QDialog):
             summary += f": validation P {metrics['precision']:.2f}, R {metrics['recall']:.2f}, F1 {metrics['f1']:.2f} (epoch {metrics['epoch']})"
         if outcome.cancelled:
             summary += " — cancelled, best epoch kept"
-        self.status.setText(summary)
+        self.status.setText(summary + "".join(f"<br>Note: {note}" for note in outcome.result.notes))
         self.progress.setValue(100)
         self.detect_button.setEnabled(True)
         self.iface.messageBar().pushMessage("Tree crowns", summary, Qgis.Success, 10)

@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 import pytest
 
 from synthetic import write_raster
@@ -35,7 +36,7 @@ FAST = TrainingSettings(epochs=2, steps_per_epoch=3, batch_size=2, warmup_steps=
 
 
 def test_training_writes_a_checkpoint_with_history_and_validation_metrics(tmp_path):
-    items = [scene(tmp_path, f"s{i}", i) for i in range(3)]
+    items = [scene(tmp_path, f"s{i}", i, count=35, size=256) for i in range(3)]
     epochs = []
     result = train(small_model(), items, tmp_path / "out.safetensors", FAST, on_epoch=epochs.append)
     assert [e.epoch for e in epochs] == [1, 2] and all(np.isfinite(e.train_loss) for e in epochs)
@@ -83,7 +84,8 @@ def test_nothing_to_train_on_is_an_error(tmp_path):
 def test_training_learns_to_find_synthetic_crowns(tmp_path):
     items = [scene(tmp_path, f"s{i}", i) for i in range(6)]
     held_out = scene(tmp_path, "held", 99)
-    settings = TrainingSettings(epochs=6, steps_per_epoch=25, batch_size=4, learning_rate=0.01, warmup_steps=20, device="cpu")
+    settings = TrainingSettings(epochs=6, steps_per_epoch=25, batch_size=4, learning_rate=0.01, warmup_steps=20, device="cpu",
+                                freeze_batchnorm=False, trunk_learning_rate_factor=1.0)
     train(small_model(), items, tmp_path / "out.safetensors", settings, validation_items=items[:1])
     model = load_checkpoint(tmp_path / "out.safetensors")
     found = detect(held_out.image_path, model, DetectionSettings())
@@ -98,6 +100,36 @@ def test_a_single_raster_is_split_into_training_and_validation_strips(tmp_path):
     train_part, val_part = split_validation([item], 0.25, seed=0)
     assert train_part[0].regions.tolist() == [[0, 0, 96, 128]]
     assert val_part[0].regions.tolist() == [[96, 0, 128, 128]]
+    big = scene(tmp_path, "big", 1, count=150, size=480)
     epochs = []
-    train(small_model(), [item], tmp_path / "out.safetensors", FAST, on_epoch=epochs.append)
-    assert all(e.f1 is not None for e in epochs), "one corrected raster still gets validation figures"
+    result = train(small_model(), [big], tmp_path / "out.safetensors", FAST, on_epoch=epochs.append)
+    assert all(e.f1 is not None for e in epochs), "one large corrected raster still gets validation figures"
+    assert result.notes == ()
+
+
+def test_too_few_held_out_crowns_are_trained_on_instead(tmp_path):
+    item = scene(tmp_path, "s0", 0)  # 8 crowns: a 20 % strip would hold one or two
+    epochs = []
+    result = train(small_model(), [item], tmp_path / "out.safetensors", FAST, on_epoch=epochs.append)
+    assert all(e.f1 is None for e in epochs)
+    assert len(result.notes) == 1 and "all crowns were used for training" in result.notes[0]
+    assert load_checkpoint(result.checkpoint_path).metadata.score_threshold == small_model().metadata.score_threshold
+
+
+def test_fine_tuning_defaults_keep_the_trunk_and_its_batchnorm_statistics(tmp_path):
+    """One corrected plot must not overwrite what the trunk learnt on many sites."""
+    model = small_model()
+    trunk_before = {k: v.clone() for k, v in model.network.backbone.body.state_dict().items()}
+    heads_before = {k: v.clone() for k, v in model.network.head.state_dict().items()}
+    settings = TrainingSettings(epochs=1, steps_per_epoch=3, batch_size=2, warmup_steps=1, device="cpu")
+    train(model, [scene(tmp_path, "s0", 0)], tmp_path / "out.safetensors", settings)
+    tuned = load_checkpoint(tmp_path / "out.safetensors").network
+    for key, value in tuned.backbone.body.state_dict().items():
+        assert torch.equal(value, trunk_before[key]), key
+    assert any(not torch.equal(v, heads_before[k]) for k, v in tuned.head.state_dict().items())
+    slower = TrainingSettings(epochs=1, steps_per_epoch=3, batch_size=2, warmup_steps=1, device="cpu",
+                              freeze_batchnorm=False, trunk_learning_rate_factor=1.0)
+    train(model, [scene(tmp_path, "s0", 0)], tmp_path / "all.safetensors", slower)
+    trained = load_checkpoint(tmp_path / "all.safetensors").network.backbone.body.state_dict()
+    statistics = next(k for k in trunk_before if k.endswith("running_mean"))
+    assert not torch.equal(trained[statistics], trunk_before[statistics]), "training from scratch moves everything"

@@ -9,7 +9,7 @@ from synthetic import write_raster
 from treecrowns.core.checkpoint import load_checkpoint
 from treecrowns.gis.resources import BUNDLED_MODEL
 
-PLOTS = ["HARV_026.tif", "HARV_027.tif"]
+PLOTS = ["HARV_026.tif", "HARV_037.tif"]  # 35 and 42 crowns: either one validates
 
 
 def test_train_from_a_crown_layer_writes_a_model_that_records_its_data(neon, tmp_path):
