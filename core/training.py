@@ -396,7 +396,7 @@ def train(
         improved = f1 is None or not calibrate or f1 > best_f1
         if improved:
             best_f1, best_epoch = (f1 if f1 is not None else best_f1), epoch
-            best_metrics = {**metrics, "epoch": epoch}
+            best_metrics = {**metrics, "epoch": epoch} if metrics else {}
             new_meta = replace(
                 meta,
                 score_threshold=threshold if threshold is not None else meta.score_threshold,
