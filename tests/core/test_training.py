@@ -8,7 +8,7 @@ from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model
 from treecrowns.core.errors import AnnotationError, Cancelled, CheckpointError
 from treecrowns.core.model import lite_architecture
 from treecrowns.core.prediction import DetectionSettings, detect
-from treecrowns.core.training import TrainingSettings, train
+from treecrowns.core.training import TrainingSettings, train, whole_network
 from treecrowns.core.evaluation import evaluate
 
 
@@ -83,10 +83,13 @@ def test_nothing_to_train_on_is_an_error(tmp_path):
 @pytest.mark.slow
 def test_training_learns_to_find_synthetic_crowns(tmp_path):
     items = [scene(tmp_path, f"s{i}", i) for i in range(6)]
-    held_out = scene(tmp_path, "held", 99)
-    settings = TrainingSettings(epochs=6, steps_per_epoch=25, batch_size=4, learning_rate=0.01, warmup_steps=20, device="cpu",
-                                freeze_batchnorm=False, trunk_learning_rate_factor=1.0)
-    train(small_model(), items, tmp_path / "out.safetensors", settings, validation_items=items[:1])
+    # Enough validation crowns (>= 30) that the epoch and score threshold are chosen on them.
+    validation = scene(tmp_path, "validation", 98, count=35, size=256)
+    held_out = scene(tmp_path, "held", 99, count=35, size=256)
+    settings = whole_network(
+        TrainingSettings(epochs=6, steps_per_epoch=25, batch_size=4, learning_rate=0.01, warmup_steps=20, device="cpu")
+    )
+    train(small_model(), items, tmp_path / "out.safetensors", settings, validation_items=[validation])
     model = load_checkpoint(tmp_path / "out.safetensors")
     found = detect(held_out.image_path, model, DetectionSettings())
     result = evaluate({"h": found.pixel_boxes}, {"h": held_out.boxes})
