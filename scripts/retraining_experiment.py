@@ -54,12 +54,17 @@ def settings_from(pairs: list[str]) -> TrainingSettings:
         if name not in {f.name for f in dataclasses.fields(TrainingSettings)}:
             raise SystemExit(f"--set {pair}: TrainingSettings has no field {name!r}")
         current = getattr(defaults, name)
-        changes[name] = value.lower() in ("1", "true", "yes") if isinstance(current, bool) else type(current)(value)
+        if isinstance(current, bool):
+            changes[name] = value.lower() in ("1", "true", "yes")
+        elif current is None or isinstance(current, (int, float)):
+            changes[name] = float(value) if isinstance(current, float) or "." in value else int(value)
+        else:
+            raise SystemExit(f"--set {pair}: only number and yes/no fields can be changed here")
     return dataclasses.replace(defaults, **changes)
 
 
 def detections(model_path: Path, items) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Boxes and scores per plot, everything above score 0.1."""
+    """Boxes and scores per plot, down to the lowest score swept (or the checkpoint's threshold if lower)."""
     model = load_checkpoint(model_path)
     threshold = model.metadata.score_threshold
     found = {}
