@@ -34,6 +34,8 @@ from .tiling import window_grid
 _MIN_STEPS_PER_EPOCH = 20
 # Below this many validation crowns, epochs are not chosen and thresholds not tuned on them.
 _MIN_VALIDATION_CROWNS = 30
+# Below this many crowns, fine-tuning often made the model worse on the site's other plots.
+_FEW_CROWNS = 15
 _CALIBRATION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 _VALIDATION_NMS = 0.3
 
@@ -318,6 +320,12 @@ def train(
     device, _note = resolve_device(settings.device)
     meta = model.metadata
     notes: list[str] = []
+    crowns = sum(len(item.labels) for item in train_items)
+    if crowns < _FEW_CROWNS:
+        notes.append(
+            f"only {crowns} crowns to learn from: retraining on fewer than {_FEW_CROWNS} often makes the model "
+            "worse on the rest of the site; review a larger area and compare the two models with Evaluate"
+        )
     if validation_items is None:
         kept, held = split_validation(train_items, settings.validation_share, settings.seed)
         val_samples = load_samples(held, meta.labels, meta.ground_resolution_m) if held else []

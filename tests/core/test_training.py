@@ -115,7 +115,8 @@ def test_too_few_held_out_crowns_are_trained_on_instead(tmp_path):
     epochs = []
     result = train(small_model(), [item], tmp_path / "out.safetensors", FAST, on_epoch=epochs.append)
     assert all(e.f1 is None for e in epochs)
-    assert len(result.notes) == 1 and "all crowns were used for training" in result.notes[0]
+    assert len(result.notes) == 2 and "only 8 crowns to learn from" in result.notes[0]
+    assert "all crowns were used for training" in result.notes[1]
     assert result.metrics == {}, "no validation figures are claimed"
     assert load_checkpoint(result.checkpoint_path).metadata.score_threshold == small_model().metadata.score_threshold
 
