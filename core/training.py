@@ -312,7 +312,8 @@ def train(
         CheckpointError: If the annotations' classes do not fit the model.
         Cancelled: If stopped before any checkpoint was written.
     """
-    if not train_items or sum(len(item.labels) for item in train_items) == 0:
+    crowns = sum(len(item.labels) for item in train_items)
+    if crowns == 0:
         raise AnnotationError("there are no annotated crowns to train on; draw or import some boxes first")
     check_labels(model, train_items)
     torch.manual_seed(settings.seed)
@@ -320,7 +321,6 @@ def train(
     device, _note = resolve_device(settings.device)
     meta = model.metadata
     notes: list[str] = []
-    crowns = sum(len(item.labels) for item in train_items)
     if crowns < _FEW_CROWNS:
         notes.append(
             f"only {crowns} crowns to learn from: retraining on fewer than {_FEW_CROWNS} often makes the model "

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
 from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
-from treecrowns.core.checkpoint import load_checkpoint, with_provenance  # noqa: E402
+from treecrowns.core.checkpoint import LoadedModel, load_checkpoint, with_provenance  # noqa: E402
 from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
 from treecrowns.core.training import TrainingSettings, train  # noqa: E402
@@ -63,13 +63,12 @@ def settings_from(pairs: list[str]) -> TrainingSettings:
     return dataclasses.replace(defaults, **changes)
 
 
-def detections(model_path: Path, items) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def detections(model: LoadedModel, items) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Boxes and scores per plot, down to the lowest score swept (or the checkpoint's threshold if lower)."""
-    model = load_checkpoint(model_path)
-    threshold = model.metadata.score_threshold
+    settings = DetectionSettings(score_threshold=min(SWEEP[0], model.metadata.score_threshold))
     found = {}
     for name, item in items.items():
-        result = detect(item.image_path, model, DetectionSettings(score_threshold=min(SWEEP[0], threshold)))
+        result = detect(item.image_path, model, settings)
         found[name] = (result.pixel_boxes, result.scores)
     return found
 
@@ -97,12 +96,13 @@ def main() -> None:
     print(f"settings: {settings}")
     print(f"base threshold {base.metadata.score_threshold}; F1 after at thresholds {SWEEP}")
     print(f"{'train on':9} {'crowns':>6} {'scored':>6} {'F1 before':>9} {'F1 after':>9} {'change':>7} {'min':>5}  sweep")
+    unseen = {n: items[n] for n in site_plots if f"{n}.tif" not in seen}
+    base_found = detections(base, unseen)  # the base model is the same for every training plot
     changes = []
     with tempfile.TemporaryDirectory() as scratch:
         for train_plot in train_plots:
-            scored = {n: items[n] for n in site_plots if n != train_plot and f"{n}.tif" not in seen}
-            before_found = detections(args.model, scored)
-            before = f1_at(before_found, scored, base.metadata.score_threshold)
+            scored = {n: item for n, item in unseen.items() if n != train_plot}
+            before = f1_at({n: base_found[n] for n in scored}, scored, base.metadata.score_threshold)
             model = load_checkpoint(args.model)
             model.metadata = with_provenance(model.metadata, parent=str(args.model))
             output = Path(scratch) / f"{train_plot}.safetensors"
@@ -110,7 +110,7 @@ def main() -> None:
             train(model, [items[train_plot]], output, settings)
             minutes = (time.time() - started) / 60
             tuned = load_checkpoint(output)
-            after_found = detections(output, scored)
+            after_found = detections(tuned, scored)
             after = f1_at(after_found, scored, tuned.metadata.score_threshold)
             sweep = " ".join(f"{f1_at(after_found, scored, t):.2f}" for t in SWEEP)
             changes.append(after - before)
