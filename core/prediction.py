@@ -17,6 +17,7 @@ from .checkpoint import LoadedModel
 from .errors import Cancelled, TreecrownsError
 from .raster import RasterInfo, RasterReader
 from .tiling import Window, window_grid
+from .views import ALL_SYMMETRIES, VIEW_SCORE_FLOOR, apply_symmetry, fuse_views, undo_symmetry
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class DetectionSettings:
     device: Device = Device.AUTO
     resample: bool = True
     bands: tuple[int, int, int] | None = None
+    # Detect on the eight flipped and turned views of every patch and fuse them (8x the work).
+    test_time_augmentation: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -109,22 +112,70 @@ def _batches(items: Sequence[Window], size: int) -> Iterator[list[Window]]:
         yield list(items[start : start + size])
 
 
+def uses_views(model: LoadedModel, settings: DetectionSettings) -> bool:
+    """Whether this run fuses eight views: the user's choice, else the checkpoint's."""
+    if settings.test_time_augmentation is not None:
+        return settings.test_time_augmentation
+    return model.metadata.test_time_augmentation
+
+
 def _configure(model: LoadedModel, settings: DetectionSettings, patch: int, device: torch.device) -> None:
     network = model.network
     network.eval().to(device)
-    network.score_thresh = settings.score_threshold if settings.score_threshold is not None else model.metadata.score_threshold
+    default_threshold = model.metadata.score_threshold_for(uses_views(model, settings))
+    network.score_thresh = settings.score_threshold if settings.score_threshold is not None else default_threshold
     network.nms_thresh = settings.nms_threshold if settings.nms_threshold is not None else model.metadata.nms_threshold
+    fit_input_size(model, patch)
+
+
+def fit_input_size(model: LoadedModel, patch: int) -> None:
+    """Make a lite network take ``patch`` px patches as they are (torchvision would resize them)."""
     if model.metadata.architecture.get("family") == "lite":
-        network.transform.min_size = (patch,)
-        network.transform.max_size = patch
+        model.network.transform.min_size = (patch,)
+        model.network.transform.max_size = patch
 
 
-def predict_images(model: LoadedModel, images: Sequence[np.ndarray], device: torch.device) -> list[dict[str, np.ndarray]]:
-    """Run the network on (3, H, W) 0-255 images; boxes come back in image pixels."""
+def predict_images(
+    model: LoadedModel, images: Sequence[np.ndarray], device: torch.device, augment: bool = False
+) -> list[dict[str, np.ndarray]]:
+    """Run the network on (3, H, W) 0-255 images; boxes come back in image pixels.
+
+    With ``augment``, every image (all square and the same size) is seen in its eight
+    symmetric views and the views' detections are fused (core.views); the network's
+    score threshold then applies to the fused scores.
+    """
     tensors = [torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32) / 255.0).to(device) for img in images]
-    with torch.inference_mode():
-        outputs = model.network(tensors)
-    return [{k: v.detach().cpu().numpy() for k, v in out.items()} for out in outputs]
+    network = model.network
+    if not augment:
+        with torch.inference_mode():
+            outputs = network(tensors)
+        return [{k: v.detach().cpu().numpy() for k, v in out.items()} for out in outputs]
+    stacked = torch.stack(tensors)
+    size = stacked.shape[-1]
+    if stacked.shape[-2] != size:
+        raise ValueError(f"test-time augmentation needs square patches, got {tuple(stacked.shape[-2:])}")
+    final_threshold = network.score_thresh
+    network.score_thresh = min(final_threshold, VIEW_SCORE_FLOOR)
+    try:
+        with torch.inference_mode():
+            views = torch.cat([apply_symmetry(stacked, symmetry) for symmetry in ALL_SYMMETRIES])
+            outputs = network(list(views))
+    finally:
+        network.score_thresh = final_threshold
+    count = len(images)
+    results = []
+    for i in range(count):
+        per_view = [outputs[v * count + i] for v in range(len(ALL_SYMMETRIES))]
+        boxes = np.concatenate(
+            [undo_symmetry(out["boxes"].cpu().numpy(), symmetry, size) for out, symmetry in zip(per_view, ALL_SYMMETRIES)]
+        )
+        scores = np.concatenate([out["scores"].cpu().numpy() for out in per_view])
+        labels = np.concatenate([out["labels"].cpu().numpy() for out in per_view])
+        view_ids = np.concatenate([np.full(len(out["scores"]), v) for v, out in enumerate(per_view)])
+        fused_boxes, fused_scores, fused_labels = fuse_views(boxes, scores, labels, view_ids, len(ALL_SYMMETRIES))
+        keep = fused_scores >= final_threshold
+        results.append({"boxes": fused_boxes[keep], "scores": fused_scores[keep], "labels": fused_labels[keep]})
+    return results
 
 
 def detect(
@@ -162,6 +213,7 @@ def detect(
         info = reader.info
         plan = _plan(info, model, settings, notes)
         _configure(model, settings, plan.patch_size, device)
+        augment = uses_views(model, settings)
         found_boxes, found_scores, found_labels, found_cut = [], [], [], []
         total = len(plan.windows)
         done = 0
@@ -178,7 +230,7 @@ def detect(
                 images.append(padded)
                 masks.append(valid)
                 sizes.append((out_w, out_h))
-            outputs = predict_images(model, images, device)
+            outputs = predict_images(model, images, device, augment)
             for window, valid, (out_w, out_h), out in zip(batch, masks, sizes, outputs):
                 boxes = _to_raster_pixels(out["boxes"], window, out_w, out_h)
                 centre_x = ((out["boxes"][:, 0] + out["boxes"][:, 2]) / 2).astype(int).clip(0, out_w - 1)

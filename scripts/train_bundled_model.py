@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
 from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
-from treecrowns.core.checkpoint import ModelMetadata, new_model  # noqa: E402
+from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model, save_checkpoint  # noqa: E402
 from treecrowns.core.model import lite_architecture  # noqa: E402
-from treecrowns.core.training import TrainingSettings, train, whole_network  # noqa: E402
+from treecrowns.core.training import TrainingSettings, calibrate_inference, train, whole_network  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "neon"
 OUTPUT = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
@@ -133,7 +133,17 @@ def main() -> None:
         )
 
     result = train(model, train_items, args.output, settings, validation_items=val_items, on_epoch=on_epoch)
-    summary = {"best_epoch": result.best_epoch, "validation": result.metrics, "minutes": round((time.time() - started) / 60, 1), "history": history}
+    # Same held-out plots: one view or eight fused views, and the threshold for the chosen way.
+    best, calibration = calibrate_inference(load_checkpoint(args.output), val_items)
+    save_checkpoint(best, args.output)
+    summary = {
+        "best_epoch": result.best_epoch,
+        "validation": result.metrics,
+        "calibration": calibration,
+        "test_time_augmentation": best.metadata.test_time_augmentation,
+        "minutes": round((time.time() - started) / 60, 1),
+        "history": history,
+    }
     args.output.with_suffix(".history.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
 

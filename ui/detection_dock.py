@@ -8,6 +8,7 @@ from pathlib import Path
 from qgis.core import Qgis, QgsApplication, QgsMapLayerProxyModel, QgsProject, QgsSettings
 from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -51,6 +52,7 @@ class DetectionDock(QgsDockWidget):
         self.iface = iface
         self.task: DetectionTask | None = None
         self.last_outcome: DetectionOutcome | None = None
+        self.model_metadata: ModelMetadata | None = None
 
         body = QWidget()
         form = QFormLayout()
@@ -75,6 +77,14 @@ class DetectionDock(QgsDockWidget):
         self.score_spin.setSingleStep(0.05)
         self.score_spin.setToolTip("Crowns scored below this are not reported")
         form.addRow("Score threshold", self.score_spin)
+
+        self.views_check = QCheckBox("Eight views per patch")
+        self.views_check.setToolTip(
+            "Look at every patch flipped and turned (eight views) and fuse what is found: "
+            "several times slower, usually more accurate. Set from the model; the score "
+            "threshold follows, since the two ways are calibrated separately."
+        )
+        form.addRow("", self.views_check)
 
         self.device_combo = QComboBox()
         for device in Device:
@@ -118,6 +128,7 @@ class DetectionDock(QgsDockWidget):
 
         self._fill_models()
         self.model_combo.currentIndexChanged.connect(self._show_model)
+        self.views_check.toggled.connect(self._views_toggled)
         self.browse_button.clicked.connect(self._browse_model)
         self.detect_button.clicked.connect(self.start_detection)
         self.cancel_button.clicked.connect(self.cancel_detection)
@@ -164,9 +175,17 @@ class DetectionDock(QgsDockWidget):
             f"Labels: {', '.join(meta.labels)}<br>{meta.ground_resolution_m:g} m per pixel, "
             f"{meta.patch_size} px patches{quality}"
         )
+        self.model_metadata = meta
+        self.views_check.blockSignals(True)
+        self.views_check.setChecked(meta.test_time_augmentation)
+        self.views_check.blockSignals(False)
         self.score_spin.setValue(meta.score_threshold)
         self.review.add_labels(meta.labels)
         self.detect_button.setEnabled(self.task is None)
+
+    def _views_toggled(self, checked: bool) -> None:
+        if self.model_metadata is not None:
+            self.score_spin.setValue(self.model_metadata.score_threshold_for(checked))
 
     def shutdown(self) -> None:
         """Called by the plugin's unload(): stop training and release the map tools and shortcuts."""
@@ -185,7 +204,11 @@ class DetectionDock(QgsDockWidget):
 
     # Detection ----------------------------------------------------------------------------
     def settings(self) -> DetectionSettings:
-        return DetectionSettings(score_threshold=self.score_spin.value(), device=self.device_combo.currentData())
+        return DetectionSettings(
+            score_threshold=self.score_spin.value(),
+            device=self.device_combo.currentData(),
+            test_time_augmentation=self.views_check.isChecked(),
+        )
 
     def start_detection(self) -> None:
         raster = self.raster_combo.currentLayer()

@@ -1,0 +1,56 @@
+"""Choose a checkpoint's score threshold, and whether it detects on eight fused views, on held-out plots.
+
+Usage (from the repository root, after scripts/setup.sh):
+
+    .venv/bin/python scripts/calibrate_model.py --model output/leave-one-site-out/without-OSBS.safetensors
+
+Scores the checkpoint on its own validation plots (the ones its training held out, as
+recorded in the checkpoint), detecting once per patch and with test-time augmentation
+(eight flipped and turned views, fused), over the same range of score thresholds that
+training uses. The better of the two, with its threshold, is written into the
+checkpoint (in place unless ``--output`` is given). ``train_bundled_model.py`` ends
+with this step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "build" / "plugins"))
+
+from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
+from treecrowns.core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from treecrowns.core.training import calibrate_inference  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "neon"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with annotations.csv and images/")
+    parser.add_argument("--plots", help="comma-separated plot names (default: the checkpoint's validation plots)")
+    parser.add_argument("--output", type=Path, help="write here instead of overwriting --model")
+    args = parser.parse_args()
+
+    model = load_checkpoint(args.model)
+    items = {Path(i.image_path).name: i for i in read_deepforest_csv(args.data / "annotations.csv")}
+    names = args.plots.split(",") if args.plots else model.metadata.provenance.get("training_data", {}).get("validation_plots")
+    if not names:
+        raise SystemExit(f"{args.model} records no validation plots; name some with --plots")
+    missing = [n for n in names if n not in items]
+    if missing:
+        raise SystemExit(f"no such plot(s) {missing} in {args.data / 'annotations.csv'}")
+    model, figures = calibrate_inference(model, [items[n] for n in names])
+    for way, row in figures.items():
+        print(f"{way:12} P {row['precision']:.3f} R {row['recall']:.3f} F1 {row['f1']:.3f} at score {row['score_threshold']}")
+    meta = model.metadata
+    print(f"chosen: {'eight views' if meta.test_time_augmentation else 'one view'} at score {meta.score_threshold}")
+    save_checkpoint(model, args.output or args.model)
+
+
+if __name__ == "__main__":
+    main()
