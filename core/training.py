@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .annotations import ImageAnnotations, annotated_windows
-from .boxes import crop_boxes, merge_window_detections
+from .boxes import boxes_inside, crop_boxes, merge_window_detections
 from .checkpoint import LoadedModel, ModelMetadata, save_checkpoint
 from .errors import AnnotationError, Cancelled, CheckpointError
 from .evaluation import DEFAULT_IOU_THRESHOLD, evaluate
@@ -299,6 +299,13 @@ def _parameter_groups(network: torch.nn.Module, settings: TrainingSettings) -> l
     return groups
 
 
+def trainable_crowns(items: Sequence[ImageAnnotations]) -> int:
+    """How many crowns training learns from: all of them, or those centred in the reviewed areas."""
+    return sum(
+        len(item.labels) if item.regions is None else int(boxes_inside(item.boxes, item.regions).sum()) for item in items
+    )
+
+
 def check_labels(model: LoadedModel, items: Sequence[ImageAnnotations]) -> None:
     """Raise a clear error when the annotations name classes the model does not have."""
     found = sorted({label for item in items for label in item.labels})
@@ -341,8 +348,14 @@ def train(
         CheckpointError: If the annotations' classes do not fit the model.
         Cancelled: If stopped before any checkpoint was written.
     """
-    crowns = sum(len(item.labels) for item in train_items)
+    crowns = trainable_crowns(train_items)
     if crowns == 0:
+        drawn = sum(len(item.labels) for item in train_items)
+        if drawn:
+            raise AnnotationError(
+                f"none of the {drawn} annotated crowns lies inside the reviewed areas, so there is nothing to train on; "
+                "mark the areas you reviewed, or train without areas"
+            )
         raise AnnotationError("there are no annotated crowns to train on; draw or import some boxes first")
     check_labels(model, train_items)
     torch.manual_seed(settings.seed)

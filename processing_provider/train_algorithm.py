@@ -21,7 +21,7 @@ from qgis.core import (
 
 from ..core.checkpoint import extend_labels, load_checkpoint, with_provenance
 from ..core.errors import Cancelled, TreecrownsError
-from ..core.training import TrainingSettings, train, whole_network
+from ..core.training import TrainingSettings, train, trainable_crowns, whole_network
 from ..gis.feedback import from_processing
 from ..gis.resources import model_path_or_bundled
 from ..gis.training_data import annotations_for_rasters
@@ -136,7 +136,7 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
                     "annotations": crowns.source(),
                     "regions": regions.source() if regions is not None else None,
                     "rasters": [item.image_path for item in items],
-                    "crowns": sum(len(item.labels) for item in items),
+                    "crowns": trainable_crowns(items),
                 },
             )
             result = train(

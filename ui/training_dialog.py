@@ -26,7 +26,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.errors import TreecrownsError
-from ..core.training import TrainingSettings, whole_network
+from ..core.training import TrainingSettings, trainable_crowns, whole_network
 from ..gis import review
 from ..gis.training_data import annotations_for_rasters
 from ..gis.training_task import TrainingOutcome, TrainingTask
@@ -203,7 +203,7 @@ class TrainingDialog(QDialog):
             "reviewed_areas": areas.source() if areas is not None else None,
             "areas": areas.featureCount() if areas is not None else 0,
             "rasters": [item.image_path for item in items],
-            "crowns": sum(len(item.labels) for item in items),
+            "crowns": trainable_crowns(items),
         }
         self.task = TrainingTask(base, items, output, settings, training_data, self._finished, self.new_labels.isChecked())
         self.task.epochFinished.connect(self._epoch)

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import torch
 import pytest
@@ -78,6 +80,17 @@ def test_nothing_to_train_on_is_an_error(tmp_path):
     empty = ImageAnnotations(str(write_raster(tmp_path / "e.tif", 64, 64)), np.zeros((0, 4)), ())
     with pytest.raises(AnnotationError, match="no annotated crowns"):
         train(small_model(), [empty], tmp_path / "out.safetensors", FAST)
+
+
+def test_only_crowns_inside_the_reviewed_areas_count(tmp_path):
+    item = scene(tmp_path, "s0", 0, count=35, size=256)
+    centres = (item.boxes[:, 0] + item.boxes[:, 2]) / 2
+    left = np.array([[0, 0, np.sort(centres)[5] + 0.5, 256]])  # the six leftmost crowns
+    result = train(small_model(), [replace(item, regions=left)], tmp_path / "out.safetensors", FAST)
+    assert "only 6 crowns to learn from" in result.notes[0]
+    nowhere = np.array([[0, 0, 2, 2]])
+    with pytest.raises(AnnotationError, match="none of the 35 annotated crowns lies inside the reviewed areas"):
+        train(small_model(), [replace(item, regions=nowhere)], tmp_path / "none.safetensors", FAST)
 
 
 @pytest.mark.slow
