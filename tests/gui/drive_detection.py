@@ -4,55 +4,14 @@ Writes result.json and PNG screenshots into $TREECROWNS_GUI_OUT, then quits QGIS
 Driven by tests/gui/test_desktop.py.
 """
 
-import json
-import os
 import time
-import traceback
-from pathlib import Path
 
 import qgis.utils
 from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtCore import QTimer
-from qgis.PyQt.QtWidgets import QApplication, QDockWidget, QToolBar
+from qgis.PyQt.QtWidgets import QDockWidget, QToolBar
 
-OUT = Path(os.environ["TREECROWNS_GUI_OUT"])
-RASTER = os.environ["TREECROWNS_GUI_RASTER"]
-result = {"steps": [], "python_errors": []}
-ticks = []
-
-
-def record_exception(exc_type, value, tb, *args, **kwargs):
-    """QGIS would open a modal dialog for a Python error and the run would hang: record it instead."""
-    result["python_errors"].append("".join(traceback.format_exception(exc_type, value, tb)))
-
-
-qgis.utils.showException = record_exception
-
-
-def save(name):
-    path = OUT / f"{name}.png"
-    qgis.utils.iface.mainWindow().grab().save(str(path))
-    result["steps"].append(name)
-
-
-def finish(error=None):
-    if error:
-        result["error"] = error
-    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
-    result["max_event_loop_gap_s"] = max(gaps) if gaps else None
-    result["event_loop_ticks"] = len(ticks)
-    (OUT / "result.json").write_text(json.dumps(result, indent=2))
-    QApplication.instance().exit(0)
-
-
-def guarded(step):
-    def run():
-        try:
-            step()
-        except Exception:
-            finish(traceback.format_exc())
-
-    return run
+from desktop_harness import OUT, RASTER, finish, guarded, result, save, start_heartbeat
 
 
 def start():
@@ -76,12 +35,18 @@ def start():
     result["dock_visible"] = bool(dock and dock.isVisible())
     result["raster_choices"] = [dock.raster_combo.itemText(i) for i in range(dock.raster_combo.count())]
     result["model_info"] = dock.model_info.text()
+    # The views checkbox follows the model, and the score threshold follows the checkbox.
+    views = {"checked": dock.views_check.isChecked(), "score": dock.score_spin.value()}
+    dock.views_check.setChecked(not views["checked"])
+    views["score_after_toggle"] = dock.score_spin.value()
+    views["settings_after_toggle"] = dock.settings().test_time_augmentation
+    dock.views_check.setChecked(views["checked"])
+    views["score_after_toggle_back"] = dock.score_spin.value()
+    result["views"] = views
     dock.raster_combo.setLayer(raster)
     dock.output_widget.setFilePath(str(OUT / "crowns.gpkg"))
     save("1-dock-open")
-    heartbeat = QTimer()
-    heartbeat.timeout.connect(lambda: ticks.append(time.monotonic()))
-    heartbeat.start(50)
+    heartbeat = start_heartbeat()
     plugin._test_heartbeat = heartbeat
     dock.detect_button.click()
     result["task_started"] = dock.task is not None

@@ -3,11 +3,7 @@
 Writes result.json and a screenshot per step into $TREECROWNS_GUI_OUT. Driven by tests/gui/test_desktop.py.
 """
 
-import json
-import os
 import time
-import traceback
-from pathlib import Path
 
 import qgis.utils
 from qgis.core import QgsPointXY, QgsProject, QgsRasterLayer, QgsVectorLayer
@@ -15,38 +11,7 @@ from qgis.PyQt.QtCore import QPoint, Qt, QTimer
 from qgis.PyQt.QtTest import QTest
 from qgis.PyQt.QtWidgets import QApplication, QDockWidget
 
-OUT = Path(os.environ["TREECROWNS_GUI_OUT"])
-RASTER = os.environ["TREECROWNS_GUI_RASTER"]
-result = {"steps": [], "python_errors": []}
-
-
-def record_exception(exc_type, value, tb, *args, **kwargs):
-    result["python_errors"].append("".join(traceback.format_exception(exc_type, value, tb)))
-
-
-qgis.utils.showException = record_exception
-
-
-def save(name, widget=None):
-    (widget or qgis.utils.iface.mainWindow()).grab().save(str(OUT / f"{name}.png"))
-    result["steps"].append(name)
-
-
-def finish(error=None):
-    if error:
-        result["error"] = error
-    (OUT / "result.json").write_text(json.dumps(result, indent=2, default=str))
-    QApplication.instance().exit(0)
-
-
-def guarded(step):
-    def run():
-        try:
-            step()
-        except Exception:
-            finish(traceback.format_exc())
-
-    return run
+from desktop_harness import OUT, RASTER, finish, guarded, result, save
 
 
 def wait_until(condition, then, timeout=300):

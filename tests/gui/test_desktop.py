@@ -20,7 +20,8 @@ def run_desktop(script: Path, out: Path, raster: Path, timeout: int = 420) -> di
         TREECROWNS_GUI_OUT=str(out),
         TREECROWNS_GUI_RASTER=str(raster),
         QGIS_PLUGINPATH=str(REPO / "build" / "plugins"),
-        PYTHONPATH=str(REPO / ".venv" / "lib" / "python3.11" / "site-packages"),
+        # The venv's packages, and desktop_harness.py for the driver scripts.
+        PYTHONPATH=os.pathsep.join([str(REPO / ".venv" / "lib" / "python3.11" / "site-packages"), str(script.parent)]),
         XDG_RUNTIME_DIR=str(out / "runtime"),
     )
     (out / "runtime").mkdir(mode=0o700, exist_ok=True)
@@ -38,7 +39,8 @@ def run_desktop(script: Path, out: Path, raster: Path, timeout: int = 420) -> di
 def test_dock_detects_crowns_on_the_sample_in_the_real_desktop(tmp_path):
     if shutil.which("xvfb-run") is None:
         pytest.fail("xvfb-run is missing: run scripts/setup.sh")
-    from treecrowns.gis.resources import SAMPLE_RASTER
+    from treecrowns.core.checkpoint import read_metadata
+    from treecrowns.gis.resources import BUNDLED_MODEL, SAMPLE_RASTER
 
     out = Path(os.environ.get("TREECROWNS_SCREENSHOTS", tmp_path))
     result = run_desktop(REPO / "tests" / "gui" / "drive_detection.py", out, SAMPLE_RASTER)
@@ -47,6 +49,13 @@ def test_dock_detects_crowns_on_the_sample_in_the_real_desktop(tmp_path):
     assert result["toolbar_button"] and result["dock_visible"] and result["task_started"]
     assert result["raster_choices"] == ["sample orthophoto"], "only raster layers are offered"
     assert "Tree" in result["model_info"] and "0.2 m per pixel" in result["model_info"]
+    bundled = read_metadata(BUNDLED_MODEL)
+    views = result["views"]
+    assert views["checked"] == bundled.test_time_augmentation, "the views checkbox starts as the model says"
+    assert views["score"] == pytest.approx(bundled.score_threshold)
+    assert views["settings_after_toggle"] == (not bundled.test_time_augmentation)
+    assert views["score_after_toggle"] == pytest.approx(bundled.score_threshold_for(not bundled.test_time_augmentation))
+    assert views["score_after_toggle_back"] == pytest.approx(bundled.score_threshold)
     [layer] = result["layers"]
     assert layer["name"] == "sample orthophoto crowns" and layer["features"] > 0
     assert layer["crs"] == "EPSG:32617" and layer["inside_raster"]
