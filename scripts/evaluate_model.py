@@ -66,6 +66,55 @@ def draw(path: str, predicted: np.ndarray, reference: np.ndarray, target: Path) 
     picture.save(target)
 
 
+def plot_names(model, items: dict, choice: str) -> list[str]:
+    """The plots ``--plots`` names: 'validation', 'all', 'site:SITE' or comma-separated names."""
+    if choice == "validation":
+        names = model.metadata.provenance["training_data"]["validation_plots"]
+    elif choice == "all":
+        names = sorted(items)
+    elif choice.startswith("site:"):
+        names = sorted(n for n in items if n.split("_")[0] == choice[len("site:"):])
+    else:
+        names = choice.split(",")
+    missing = [n for n in names if n not in items]
+    if not names or missing:
+        raise SystemExit(f"no such plot(s) {missing or choice!r} in the annotations")
+    return names
+
+
+def score_plots(
+    model, items: dict, names: list[str], resolution: float, scratch: Path, pictures: Path | None = None,
+    settings: DetectionSettings = DetectionSettings(),
+) -> dict:
+    """Figures by site and for all plots (key "all"), detecting at ``resolution`` m per pixel."""
+    predicted, reference, sites = {}, {}, defaultdict(list)
+    for name in names:
+        item = items[name]
+        path, scale = item.image_path, 1.0
+        if abs(resolution - 0.1) > 1e-9:
+            path, scale = resampled_copy(item.image_path, resolution, scratch)
+        found = detect(path, model, settings)
+        predicted[name] = found.pixel_boxes / scale
+        reference[name] = item.boxes
+        sites[name.split("_")[0]].append(name)
+        if pictures is not None:
+            pictures.mkdir(parents=True, exist_ok=True)
+            draw(item.image_path, predicted[name], item.boxes, pictures / f"{Path(name).stem}.png")
+    table = {}
+    for site, plots in sorted(sites.items()):
+        table[site] = {**evaluate({n: predicted[n] for n in plots}, {n: reference[n] for n in plots}).as_dict(), "plots": len(plots)}
+    table["all"] = {**evaluate(predicted, reference).as_dict(), "plots": len(names)}
+    return table
+
+
+def print_table(title: str, table: dict) -> None:
+    print(f"\n{title}")
+    print(f"{'site':6} {'plots':>5} {'crowns':>6} {'P':>6} {'R':>6} {'F1':>6}")
+    for site, row in table.items():
+        crowns = row["true_positives"] + row["missed"]
+        print(f"{site:6} {row['plots']:5d} {crowns:6d} {row['precision']:6.3f} {row['recall']:6.3f} {row['f1']:6.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -78,45 +127,15 @@ def main() -> None:
 
     model = load_checkpoint(args.model)
     items = {Path(i.image_path).name: i for i in read_deepforest_csv(args.data / "annotations.csv")}
-    if args.plots == "validation":
-        names = model.metadata.provenance["training_data"]["validation_plots"]
-    elif args.plots == "all":
-        names = sorted(items)
-    elif args.plots.startswith("site:"):
-        names = sorted(n for n in items if n.split("_")[0] == args.plots[len("site:"):])
-    else:
-        names = args.plots.split(",")
-    missing = [n for n in names if n not in items]
-    if not names or missing:
-        raise SystemExit(f"no such plot(s) {missing or args.plots!r} in {args.data / 'annotations.csv'}")
+    names = plot_names(model, items, args.plots)
+    views = "eight fused views" if model.metadata.test_time_augmentation else "one view"
     figures: dict = {}
     with tempfile.TemporaryDirectory() as scratch:
         for resolution in (float(r) for r in args.resolutions.split(",")):
-            predicted, reference, sites = {}, {}, defaultdict(list)
-            for name in names:
-                item = items[name]
-                path, scale = item.image_path, 1.0
-                if abs(resolution - 0.1) > 1e-9:
-                    path, scale = resampled_copy(item.image_path, resolution, Path(scratch))
-                found = detect(path, model, DetectionSettings())
-                predicted[name] = found.pixel_boxes / scale
-                reference[name] = item.boxes
-                sites[name.split("_")[0]].append(name)
-                if args.pictures and abs(resolution - 0.1) < 1e-9:
-                    args.pictures.mkdir(parents=True, exist_ok=True)
-                    draw(item.image_path, predicted[name], item.boxes, args.pictures / f"{Path(name).stem}.png")
-            table = {
-                site: evaluate({n: predicted[n] for n in plots}, {n: reference[n] for n in plots}).as_dict()
-                for site, plots in sorted(sites.items())
-            }
-            table["all"] = evaluate(predicted, reference).as_dict()
+            pictures = args.pictures if abs(resolution - 0.1) < 1e-9 else None
+            table = score_plots(model, items, names, resolution, Path(scratch), pictures)
             figures[f"{resolution:g}"] = table
-            print(f"\nground resolution {resolution:g} m ({len(names)} plots)")
-            print(f"{'site':6} {'plots':>5} {'crowns':>6} {'P':>6} {'R':>6} {'F1':>6}")
-            for site, row in table.items():
-                count = len(sites[site]) if site in sites else len(names)
-                crowns = row["true_positives"] + row["missed"]
-                print(f"{site:6} {count:5d} {crowns:6d} {row['precision']:6.3f} {row['recall']:6.3f} {row['f1']:6.3f}")
+            print_table(f"ground resolution {resolution:g} m ({len(names)} plots, {views}, score >= {model.metadata.score_threshold})", table)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

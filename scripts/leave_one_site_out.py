@@ -1,0 +1,114 @@
+"""Leave-one-site-out estimate of the bundled recipe: how it does on a site it has never seen.
+
+Usage (from the repository root, after scripts/setup.sh):
+
+    .venv/bin/python scripts/leave_one_site_out.py [--sites HARV,OSBS,SJER,TEAK] [--train] [--jobs 2]
+
+For each site, the checkpoint output/leave-one-site-out/without-SITE.safetensors is the
+bundled recipe trained on the other three sites (``train_bundled_model.py --leave-out-site
+SITE``, which also chooses one view or eight fused views, and the score threshold, on the
+other sites' held-out plots). ``--train`` trains the missing ones first, ``--jobs`` at a
+time with one CPU thread each (70-120 minutes each on this project's 2-core machine).
+Every plot of the left-out site is then detected through the engine at 0.05, 0.1 and
+0.2 m and scored with DeepForest's protocol; pictures of every plot go to
+output/leave-one-site-out/pictures/SITE/. Prints the table for the model card (the mean
+is over the four sites' F1) and writes output/leave-one-site-out/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "build" / "plugins"))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from evaluate_model import DEFAULT_DATA, plot_names, score_plots  # noqa: E402
+from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
+from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
+from treecrowns.core.prediction import DetectionSettings  # noqa: E402
+
+FOLDER = REPO / "output" / "leave-one-site-out"
+RESOLUTIONS = (0.05, 0.1, 0.2)
+
+
+def checkpoint_for(site: str) -> Path:
+    return FOLDER / f"without-{site}.safetensors"
+
+
+def train_missing(sites: list[str], jobs: int) -> None:
+    """Train the leave-one-out checkpoints that do not exist yet, ``jobs`` at a time."""
+    missing = [site for site in sites if not checkpoint_for(site).exists()]
+    FOLDER.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    running: list[subprocess.Popen] = []
+    for site in missing:
+        while len(running) >= jobs:
+            running.pop(0).wait()
+        log = open(FOLDER / f"without-{site}.log", "w")
+        print(f"training without {site} (log: {log.name})", flush=True)
+        command = [sys.executable, str(REPO / "scripts" / "train_bundled_model.py"), "--leave-out-site", site]
+        running.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
+    for process in running:
+        process.wait()
+    failed = [site for site in missing if not checkpoint_for(site).exists()]
+    if failed:
+        raise SystemExit(f"training failed for {failed}; see {FOLDER}/without-SITE.log")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sites", default="HARV,OSBS,SJER,TEAK")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--train", action="store_true", help="train the missing leave-one-out checkpoints first")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings at a time with --train")
+    args = parser.parse_args()
+
+    sites = args.sites.split(",")
+    if args.train:
+        train_missing(sites, args.jobs)
+    absent = [str(checkpoint_for(site)) for site in sites if not checkpoint_for(site).exists()]
+    if absent:
+        raise SystemExit(f"missing checkpoint(s) {absent}; run with --train")
+    items = {Path(i.image_path).name: i for i in read_deepforest_csv(args.data / "annotations.csv")}
+    summary: dict = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for site in sites:
+            model = load_checkpoint(checkpoint_for(site))
+            history = json.loads(checkpoint_for(site).with_suffix(".history.json").read_text())
+            names = plot_names(model, items, f"site:{site}")
+            row = {"best_epoch": history["best_epoch"], "minutes": history["minutes"],
+                   "views": "eight" if model.metadata.test_time_augmentation else "one",
+                   "score_threshold": model.metadata.score_threshold}
+            for resolution in RESOLUTIONS:
+                pictures = FOLDER / "pictures" / site if resolution == 0.1 else None
+                row[f"{resolution:g}"] = score_plots(model, items, names, resolution, Path(scratch), pictures)[site]
+            # The other way of detecting, at its own calibrated threshold, for comparison.
+            other = DetectionSettings(test_time_augmentation=not model.metadata.test_time_augmentation)
+            row["other_views_0.1"] = score_plots(model, items, names, 0.1, Path(scratch), None, other)[site]
+            summary[site] = row
+            print(f"{site}: {json.dumps(row)}", flush=True)
+    (FOLDER / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    print("\n| left-out site | plots | crowns | precision | recall | F1 | F1 at 0.05 m | F1 at 0.2 m | views | best epoch |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for site, row in summary.items():
+        r = row["0.1"]
+        crowns = r["true_positives"] + r["missed"]
+        print(f"| {site} | {r['plots']} | {crowns} | {r['precision']:.3f} | {r['recall']:.3f} | **{r['f1']:.3f}** | "
+              f"{row['0.05']['f1']:.3f} | {row['0.2']['f1']:.3f} | {row['views']} | {row['best_epoch']} |")
+    mean = sum(row["0.1"]["f1"] for row in summary.values()) / len(summary)
+    print(f"| mean of {len(summary)} sites | | | | | **{mean:.3f}** | | | | |")
+    print("\nthe other way of detecting (at its own calibrated threshold), F1 at 0.1 m:")
+    for site, row in summary.items():
+        print(f"  {site}: {row['other_views_0.1']['f1']:.3f} with {'one view' if row['views'] == 'eight' else 'eight views'}")
+
+
+if __name__ == "__main__":
+    main()
