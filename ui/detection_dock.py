@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from qgis.core import Qgis, QgsApplication, QgsMapLayerProxyModel, QgsProject, QgsSettings
-from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
+from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox, QgsRasterBandComboBox
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -27,6 +27,7 @@ from qgis.PyQt.QtWidgets import (
 from ..core.checkpoint import ModelMetadata, read_metadata
 from ..core.errors import TreecrownsError
 from ..core.prediction import Device, DetectionSettings
+from ..core.raster import RasterReader
 from ..gis.detection_task import DetectionOutcome, DetectionTask
 from ..gis.layers import open_crowns_layer, unique_path
 from ..gis.resources import BUNDLED_MODEL
@@ -59,6 +60,13 @@ class DetectionDock(QgsDockWidget):
         self.raster_combo = QgsMapLayerComboBox()
         self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         form.addRow("Orthophoto", self.raster_combo)
+        # Which bands hold red, green and blue: 4-band orthophotos (RGB + near infrared) are common.
+        self.band_combos = [QgsRasterBandComboBox() for _ in range(3)]
+        bands_row = QHBoxLayout()
+        for combo, colour in zip(self.band_combos, ("red", "green", "blue")):
+            combo.setToolTip(f"The band that holds {colour}; set from the raster's colour tags when it is chosen")
+            bands_row.addWidget(combo)
+        form.addRow("Bands (R, G, B)", bands_row)
 
         self.model_combo = QComboBox()
         self.browse_button = QToolButton()
@@ -126,6 +134,8 @@ class DetectionDock(QgsDockWidget):
         self.training_dialog = None
         self.train_button.clicked.connect(self.open_training)
 
+        self.raster_combo.layerChanged.connect(self._raster_changed)
+        self._raster_changed(self.raster_combo.currentLayer())
         self._fill_models()
         self.model_combo.currentIndexChanged.connect(self._show_model)
         self.views_check.toggled.connect(self._views_toggled)
@@ -183,6 +193,23 @@ class DetectionDock(QgsDockWidget):
         self.review.add_labels(meta.labels)
         self.detect_button.setEnabled(self.task is None)
 
+    def _raster_changed(self, layer) -> None:
+        """Point the band choosers at the new raster, with the bands detection would pick by itself."""
+        bands: tuple[int, ...] = (1, 2, 3)
+        if layer is not None:
+            try:
+                with RasterReader(layer.source()) as reader:
+                    bands = reader.info.bands
+            except TreecrownsError:
+                pass  # not a file GDAL can read as RGB: Detect reports why
+        for combo, band in zip(self.band_combos, bands):
+            combo.setLayer(layer)
+            combo.setBand(band)
+
+    def chosen_bands(self) -> tuple[int, int, int] | None:
+        bands = tuple(combo.currentBand() for combo in self.band_combos)
+        return bands if all(band >= 1 for band in bands) else None  # type: ignore[return-value]
+
     def _views_toggled(self, checked: bool) -> None:
         if self.model_metadata is not None:
             self.score_spin.setValue(self.model_metadata.score_threshold_for(checked))
@@ -208,6 +235,7 @@ class DetectionDock(QgsDockWidget):
             score_threshold=self.score_spin.value(),
             device=self.device_combo.currentData(),
             test_time_augmentation=self.views_check.isChecked(),
+            bands=self.chosen_bands(),
         )
 
     def start_detection(self) -> None:

@@ -17,6 +17,9 @@ from qgis.PyQt.QtWidgets import QApplication
 OUT = Path(os.environ["TREECROWNS_GUI_OUT"])
 RASTER = os.environ["TREECROWNS_GUI_RASTER"]
 result: dict = {"steps": [], "python_errors": []}
+# Layers a previous run left in OUT would make the dock ask (modally) whether to replace them.
+for leftover in OUT.glob("*.gpkg"):
+    leftover.unlink()
 # Times at which the event loop ran a heartbeat timer (see start_heartbeat).
 ticks: list[float] = []
 

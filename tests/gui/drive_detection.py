@@ -14,6 +14,21 @@ from qgis.PyQt.QtWidgets import QDockWidget, QToolBar
 from desktop_harness import OUT, RASTER, finish, guarded, result, save, start_heartbeat
 
 
+def write_nir_first_copy(source, target):
+    """The sample's RGB behind a constant near-infrared band, colour-tagged as such."""
+    import numpy as np
+    import rasterio
+    from rasterio.enums import ColorInterp
+
+    with rasterio.open(source) as src:
+        rgb = src.read([1, 2, 3])
+        profile = {**src.profile, "count": 4}
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(np.concatenate([np.full_like(rgb[:1], 200), rgb]))
+        dst.colorinterp = [ColorInterp.undefined, ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+    return str(target)
+
+
 def start():
     iface = qgis.utils.iface
     import torch  # the real desktop must survive importing torch (see DESIGN.md on triton)
@@ -43,7 +58,15 @@ def start():
     dock.views_check.setChecked(views["checked"])
     views["score_after_toggle_back"] = dock.score_spin.value()
     result["views"] = views
+    # A 4-band orthophoto with near infrared first: the band choosers pick the tagged red, green, blue.
+    four_band = QgsRasterLayer(write_nir_first_copy(RASTER, OUT / "nir-first.tif"), "nir first")
+    QgsProject.instance().addMapLayer(four_band)
+    dock.raster_combo.setLayer(four_band)
+    result["bands_nir_first"] = [c.currentBand() for c in dock.band_combos]
+    result["settings_bands_nir_first"] = dock.settings().bands
     dock.raster_combo.setLayer(raster)
+    result["bands_sample"] = [c.currentBand() for c in dock.band_combos]
+    QgsProject.instance().removeMapLayer(four_band.id())
     dock.output_widget.setFilePath(str(OUT / "crowns.gpkg"))
     save("1-dock-open")
     heartbeat = start_heartbeat()

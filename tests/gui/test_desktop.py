@@ -48,6 +48,8 @@ def test_dock_detects_crowns_on_the_sample_in_the_real_desktop(tmp_path):
     assert result["python_errors"] == []
     assert result["toolbar_button"] and result["dock_visible"] and result["task_started"]
     assert result["raster_choices"] == ["sample orthophoto"], "only raster layers are offered"
+    assert result["bands_nir_first"] == [2, 3, 4] and result["settings_bands_nir_first"] == [2, 3, 4]
+    assert result["bands_sample"] == [1, 2, 3]
     assert "Tree" in result["model_info"] and "0.2 m per pixel" in result["model_info"]
     bundled = read_metadata(BUNDLED_MODEL)
     views = result["views"]
