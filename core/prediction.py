@@ -17,7 +17,7 @@ from .checkpoint import LoadedModel
 from .errors import Cancelled, TreecrownsError
 from .raster import RasterInfo, RasterReader
 from .tiling import Window, window_grid
-from .views import ALL_SYMMETRIES, VIEW_SCORE_FLOOR, apply_symmetry, fuse_views, undo_symmetry
+from .views import detect_in_views
 
 log = logging.getLogger(__name__)
 
@@ -150,32 +150,7 @@ def predict_images(
         with torch.inference_mode():
             outputs = network(tensors)
         return [{k: v.detach().cpu().numpy() for k, v in out.items()} for out in outputs]
-    stacked = torch.stack(tensors)
-    size = stacked.shape[-1]
-    if stacked.shape[-2] != size:
-        raise ValueError(f"test-time augmentation needs square patches, got {tuple(stacked.shape[-2:])}")
-    final_threshold = network.score_thresh
-    network.score_thresh = min(final_threshold, VIEW_SCORE_FLOOR)
-    try:
-        with torch.inference_mode():
-            views = torch.cat([apply_symmetry(stacked, symmetry) for symmetry in ALL_SYMMETRIES])
-            outputs = network(list(views))
-    finally:
-        network.score_thresh = final_threshold
-    count = len(images)
-    results = []
-    for i in range(count):
-        per_view = [outputs[v * count + i] for v in range(len(ALL_SYMMETRIES))]
-        boxes = np.concatenate(
-            [undo_symmetry(out["boxes"].cpu().numpy(), symmetry, size) for out, symmetry in zip(per_view, ALL_SYMMETRIES)]
-        )
-        scores = np.concatenate([out["scores"].cpu().numpy() for out in per_view])
-        labels = np.concatenate([out["labels"].cpu().numpy() for out in per_view])
-        view_ids = np.concatenate([np.full(len(out["scores"]), v) for v, out in enumerate(per_view)])
-        fused_boxes, fused_scores, fused_labels = fuse_views(boxes, scores, labels, view_ids, len(ALL_SYMMETRIES))
-        keep = fused_scores >= final_threshold
-        results.append({"boxes": fused_boxes[keep], "scores": fused_scores[keep], "labels": fused_labels[keep]})
-    return results
+    return detect_in_views(network, torch.stack(tensors))
 
 
 def detect(

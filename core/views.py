@@ -104,3 +104,36 @@ def fuse_views(
     best_per_view = np.zeros((count, view_count))
     np.maximum.at(best_per_view, (cluster, views), scores)
     return fused_boxes, best_per_view.sum(axis=1) / view_count, labels[leaders]
+
+
+def detect_in_views(network: torch.nn.Module, images: torch.Tensor) -> list[dict[str, np.ndarray]]:
+    """Detections on (N, 3, S, S) 0-1 patches, each seen in its eight views and fused.
+
+    Each view keeps its detections down to ``VIEW_SCORE_FLOOR``; the network's own
+    score threshold then applies to the fused scores.
+    """
+    size = images.shape[-1]
+    if images.shape[-2] != size:
+        raise ValueError(f"eight views need square patches, got {tuple(images.shape[-2:])}")
+    final_threshold = network.score_thresh
+    network.score_thresh = min(final_threshold, VIEW_SCORE_FLOOR)
+    try:
+        with torch.inference_mode():
+            views = torch.cat([apply_symmetry(images, symmetry) for symmetry in ALL_SYMMETRIES])
+            outputs = network(list(views))
+    finally:
+        network.score_thresh = final_threshold
+    count = len(images)
+    results = []
+    for i in range(count):
+        per_view = [outputs[v * count + i] for v in range(len(ALL_SYMMETRIES))]
+        boxes = np.concatenate(
+            [undo_symmetry(out["boxes"].cpu().numpy(), symmetry, size) for out, symmetry in zip(per_view, ALL_SYMMETRIES)]
+        )
+        scores = np.concatenate([out["scores"].cpu().numpy() for out in per_view])
+        labels = np.concatenate([out["labels"].cpu().numpy() for out in per_view])
+        view_ids = np.concatenate([np.full(len(out["scores"]), v) for v, out in enumerate(per_view)])
+        fused_boxes, fused_scores, fused_labels = fuse_views(boxes, scores, labels, view_ids, len(ALL_SYMMETRIES))
+        keep = fused_scores >= final_threshold
+        results.append({"boxes": fused_boxes[keep], "scores": fused_scores[keep], "labels": fused_labels[keep]})
+    return results
