@@ -15,6 +15,7 @@ one warm-up window; the best time counts.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -70,6 +71,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--model", type=Path, default=REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors")
+    parser.add_argument("--json", type=Path, help="write the figures here too (scripts/write_model_card.py reads them)")
     args = parser.parse_args()
     import torch
 
@@ -100,7 +102,15 @@ def main() -> None:
     print(f"raster: {args.size} x {args.size} px at 0.1 m = {hectares:.1f} ha; torch threads: {torch.get_num_threads()}")
     for name, seconds, count in rows:
         print(f"{name:45} {seconds:8.2f} s  {seconds / hectares:8.2f} s/ha  ({count} crowns)")
-    print(f"speed-up of the bundled model as it ships ({views}): {rows[1][1] / rows[0][1]:.1f}x")
+    speedup = rows[1][1] / rows[0][1]
+    print(f"speed-up of the bundled model as it ships ({views}): {speedup:.1f}x")
+    if args.json:
+        figures = {
+            "raster_px": args.size, "hectares": hectares, "threads": torch.get_num_threads(), "speedup": round(speedup, 1),
+            "runs": [{"name": name, "seconds": round(seconds, 2), "seconds_per_hectare": round(seconds / hectares, 2)}
+                     for name, seconds, _count in rows],
+        }
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ other sites' held-out plots). ``--train`` trains the missing ones first, ``--job
 time with one CPU thread each (70-120 minutes each on this project's 2-core machine).
 Every plot of the left-out site is then detected through the engine at 0.05, 0.1 and
 0.2 m and scored with DeepForest's protocol; pictures of every plot go to
-output/leave-one-site-out/pictures/SITE/. Prints the table for the model card (the mean
-is over the four sites' F1) and writes output/leave-one-site-out/summary.json.
+output/leave-one-site-out/pictures/SITE/. Prints the table (the mean is over the four
+sites' F1) and writes output/leave-one-site-out/summary.json; ``--json
+resources/models/leave-one-site-out.json`` records it for the model card.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--train", action="store_true", help="train the missing leave-one-out checkpoints first")
     parser.add_argument("--jobs", type=int, default=2, help="trainings at a time with --train")
+    parser.add_argument("--json", type=Path, help="also merge the figures into this file (sites not scored now keep theirs)")
     args = parser.parse_args()
 
     sites = args.sites.split(",")
@@ -95,6 +97,9 @@ def main() -> None:
             summary[site] = row
             print(f"{site}: {json.dumps(row)}", flush=True)
     (FOLDER / "summary.json").write_text(json.dumps(summary, indent=2))
+    if args.json:
+        recorded = json.loads(args.json.read_text()) if args.json.exists() else {}
+        args.json.write_text(json.dumps({**recorded, **summary}, indent=2, sort_keys=True))
 
     print("\n| left-out site | plots | crowns | precision | recall | F1 | F1 at 0.05 m | F1 at 0.2 m | views | best epoch |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -1,0 +1,184 @@
+"""Write resources/models/MODEL_CARD.md from its template, the checkpoint and the measured figures.
+
+Usage (from the repository root; scripts/build_bundled_model.sh runs it last):
+
+    .venv/bin/python scripts/write_model_card.py
+
+Reads, all in resources/models/: the checkpoint and its training history, validation.json
+(scripts/evaluate_model.py --resolutions 0.05,0.1,0.2 --json), leave-one-site-out.json
+(scripts/leave_one_site_out.py --json; sites not run yet are listed as such) and
+benchmark.json (scripts/benchmark_speed.py --json). Every figure on the card comes from
+these files, so the card cannot drift from what was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from string import Template
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "build" / "plugins"))
+
+from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
+
+MODELS = REPO / "resources" / "models"
+CHECKPOINT_NAME = "treecrowns-neon-lite.safetensors"
+SITES = ("HARV", "OSBS", "SJER", "TEAK")
+TRUNKS = {
+    "compact": "compact ResNet of basic blocks, BatchNorm: stem 2 × conv 32 (stride 2), stages 48 (1 block, stride 4), "
+    "96 (2, stride 8), 192 (2, stride 16), 256 (1, stride 32)",
+    "resnet18": "torchvision ResNet-18 (random weights), BatchNorm",
+}
+
+
+def read_json(folder: Path, name: str) -> dict:
+    path = folder / name
+    if not path.exists():
+        raise SystemExit(f"{path} is missing; run scripts/build_bundled_model.sh (it measures what the card reports)")
+    return json.loads(path.read_text())
+
+
+def crowns(row: dict) -> int:
+    return row["true_positives"] + row["missed"]
+
+
+def site_table(table: dict) -> str:
+    lines = ["| site | plots | crowns | precision | recall | F1 |", "| --- | --- | --- | --- | --- | --- |"]
+    for site, row in table.items():
+        f1 = f"**{row['f1']:.3f}**" if site == "all" else f"{row['f1']:.3f}"
+        lines.append(f"| {site} | {row['plots']} | {crowns(row)} | {row['precision']:.3f} | {row['recall']:.3f} | {f1} |")
+    return "\n".join(lines)
+
+
+def calibration_table(calibration: dict, chosen: str) -> str:
+    lines = ["| way of detecting | score threshold | precision | recall | F1 | |", "| --- | --- | --- | --- | --- | --- |"]
+    for way, row in calibration.items():
+        mark = "chosen" if way == chosen else ""
+        lines.append(f"| {way} | {row['score_threshold']} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {mark} |")
+    return "\n".join(lines)
+
+
+def resolution_table(validation: dict) -> str:
+    lines = ["| ground resolution | precision | recall | F1 | F1 relative to 0.1 m |", "| --- | --- | --- | --- | --- |"]
+    reference = validation["0.1"]["all"]["f1"]
+    for resolution, table in sorted(validation.items(), key=lambda kv: float(kv[0])):
+        row = table["all"]
+        change = (row["f1"] - reference) / reference * 100 if reference else 0.0
+        lines.append(f"| {resolution} m | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {change:+.1f} % |")
+    return "\n".join(lines)
+
+
+def loso_table(loso: dict) -> tuple[str, str]:
+    lines = [
+        "| left-out site | plots | crowns | precision | recall | F1 | F1 at 0.05 m | F1 at 0.2 m | detection | best epoch | minutes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    done = [site for site in SITES if site in loso]
+    for site in SITES:
+        if site not in loso:
+            lines.append(f"| {site} | | | not run yet | | | | | | | |")
+            continue
+        row = loso[site]
+        r = row["0.1"]
+        views = f"{row['views']} view{'s' if row['views'] != 'one' else ''}"
+        if row.get("score_threshold") is not None:
+            views += f" at {row['score_threshold']}"
+        lines.append(
+            f"| {site} | {r['plots']} | {crowns(r)} | {r['precision']:.3f} | {r['recall']:.3f} | **{r['f1']:.3f}** | "
+            f"{row['0.05']['f1']:.3f} | {row['0.2']['f1']:.3f} | {views} | {row['best_epoch']} | {row['minutes']} |"
+        )
+    notes = []
+    if len(done) == len(SITES):
+        mean = sum(loso[site]["0.1"]["f1"] for site in SITES) / len(SITES)
+        lines.append(f"| **mean of the four sites** | | | | | **{mean:.3f}** | | | | | |")
+    else:
+        missing = [site for site in SITES if site not in loso]
+        notes.append(f"Not run yet: {', '.join(missing)} (each training takes 70–120 minutes of this machine's CPU), so there is no mean of the four sites yet.")
+    for site in done:
+        row = loso[site]
+        if "other_views_0.1" in row:
+            other = "one view" if row["views"] == "eight" else "eight views"
+            notes.append(f"{site} with {other} instead (at that way's own calibrated threshold): F1 {row['other_views_0.1']['f1']:.3f}.")
+        if row.get("note"):
+            notes.append(f"{site}: {row['note']}")
+    return "\n".join(lines), "\n".join(f"- {note}" for note in notes)
+
+
+def speed_table(benchmark: dict) -> str:
+    lines = ["| model | seconds | seconds per hectare |", "| --- | --- | --- |"]
+    for run in benchmark["runs"]:
+        lines.append(f"| {run['name']} | {run['seconds']} | {run['seconds_per_hectare']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=Path, default=MODELS, help="folder with the checkpoint, its figures and the template")
+    args = parser.parse_args()
+    checkpoint = args.models / CHECKPOINT_NAME
+    model = load_checkpoint(checkpoint)
+    meta = model.metadata
+    history = json.loads(checkpoint.with_suffix(".history.json").read_text())
+    validation = read_json(args.models, "validation.json")
+    loso = read_json(args.models, "leave-one-site-out.json")
+    benchmark = read_json(args.models, "benchmark.json")
+    arch = meta.architecture
+    settings = meta.provenance["settings"]
+    data = meta.provenance["training_data"]
+    calibration = meta.metrics.get("calibration") or history.get("calibration")
+    if not calibration:
+        raise SystemExit(f"{checkpoint} records no calibration; run scripts/calibrate_model.py --model {checkpoint}")
+    chosen = "eight views" if meta.test_time_augmentation else "one view"
+    val_table = validation["0.1"]
+    loso_rows, loso_notes = loso_table(loso)
+    values = {
+        "size_mb": round(checkpoint.stat().st_size / 1e6),
+        "labels": ", ".join(f"`{label}`" for label in meta.labels),
+        "trunk": TRUNKS[arch["trunk"]],
+        "fpn_channels": arch["fpn_channels"],
+        "head_convs": arch["head_convs"],
+        "anchors": ", ".join(f"P{level + 3} {'/'.join(map(str, sizes))} px" for level, sizes in enumerate(arch["anchor_sizes"])),
+        "aspect_ratios": ", ".join(f"{r:g}" for r in arch["aspect_ratios"]),
+        "weights_millions": f"{sum(p.numel() for p in model.network.parameters()) / 1e6:.2f}",
+        "patch_size": meta.patch_size,
+        "resolution": f"{meta.ground_resolution_m:g}",
+        "patch_metres": f"{meta.patch_size * meta.ground_resolution_m:g}",
+        "views_text": "eight flipped and turned views per patch, fused" if meta.test_time_augmentation else "one view per patch",
+        "score_threshold": meta.score_threshold,
+        "nms_threshold": meta.nms_threshold,
+        "train_plot_count": len(data["train_plots"]),
+        "train_crowns": data["train_crowns"],
+        "validation_plot_count": len(data["validation_plots"]),
+        "validation_crowns": crowns(val_table["all"]),
+        "validation_plots": ", ".join(Path(name).stem for name in data["validation_plots"]),
+        "seed": settings["seed"],
+        "epochs": settings["epochs"],
+        "steps": settings["steps_per_epoch"],
+        "batch_size": settings["batch_size"],
+        "weight_decay": f"{settings['weight_decay']:g}",
+        "learning_rate": f"{settings['learning_rate']:g}",
+        "warmup_steps": settings["warmup_steps"],
+        "scale_jitter": "–".join(f"{v:g}" for v in settings["scale_jitter"]),
+        "best_epoch": history["best_epoch"],
+        "training_minutes": history["minutes"],
+        "calibration_table": calibration_table(calibration, chosen),
+        "validation_table": site_table(val_table),
+        "loso_table": loso_rows,
+        "loso_notes": loso_notes,
+        "resolution_table": resolution_table(validation),
+        "benchmark_px": benchmark["raster_px"],
+        "benchmark_hectares": f"{benchmark['hectares']:g}",
+        "benchmark_threads": benchmark["threads"],
+        "speed_table": speed_table(benchmark),
+        "speedup": f"{benchmark['speedup']:g}",
+    }
+    template = Template((args.models / "MODEL_CARD.template.md").read_text())
+    (args.models / "MODEL_CARD.md").write_text(template.substitute(values))
+    print(f"wrote {args.models / 'MODEL_CARD.md'}")
+
+
+if __name__ == "__main__":
+    main()

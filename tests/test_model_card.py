@@ -1,0 +1,73 @@
+"""The model card is written from measured figures, and the committed card matches them."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from treecrowns.core.checkpoint import ModelMetadata, new_model, save_checkpoint
+from treecrowns.core.model import lite_architecture
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "resources" / "models"
+WRITER = REPO / "scripts" / "write_model_card.py"
+
+
+def write_card(folder: Path) -> str:
+    done = subprocess.run([sys.executable, str(WRITER), "--models", str(folder)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return (folder / "MODEL_CARD.md").read_text()
+
+
+def scores(tp: int, fp: int, missed: int, plots: int = 3) -> dict:
+    p, r = tp / (tp + fp), tp / (tp + missed)
+    return {"plots": plots, "true_positives": tp, "false_positives": fp, "missed": missed,
+            "precision": p, "recall": r, "f1": 2 * p * r / (p + r)}
+
+
+def small_bundle(folder: Path, loso_sites: dict) -> None:
+    calibration = {"one view": {**scores(10, 10, 10), "score_threshold": 0.3},
+                   "eight views": {**scores(12, 8, 8), "score_threshold": 0.15}}
+    meta = ModelMetadata(
+        architecture=lite_architecture(trunk="compact"), labels=("Tree",), ground_resolution_m=0.2, patch_size=200,
+        score_threshold=0.15, test_time_augmentation=True, metrics={"calibration": calibration},
+        provenance={
+            "settings": {"seed": 0, "epochs": 30, "steps_per_epoch": 100, "batch_size": 16, "weight_decay": 1e-4,
+                         "learning_rate": 0.02, "warmup_steps": 100, "scale_jitter": [0.8, 1.25]},
+            "training_data": {"train_plots": ["A_1.tif", "A_2.tif"], "validation_plots": ["A_3.tif"], "train_crowns": 40},
+        },
+    )
+    folder.mkdir()
+    save_checkpoint(new_model(meta), folder / "treecrowns-neon-lite.safetensors")
+    (folder / "treecrowns-neon-lite.history.json").write_text(json.dumps({"best_epoch": 21, "minutes": 66.6}))
+    shutil.copy(MODELS / "MODEL_CARD.template.md", folder)
+    table = {"A": scores(12, 8, 8, 1), "all": scores(12, 8, 8, 1)}
+    (folder / "validation.json").write_text(json.dumps({"0.05": table, "0.1": table, "0.2": table}))
+    (folder / "leave-one-site-out.json").write_text(json.dumps(loso_sites))
+    runs = [{"name": "bundled", "seconds": 4.0, "seconds_per_hectare": 1.0},
+            {"name": "DeepForest", "seconds": 64.0, "seconds_per_hectare": 16.0}]
+    (folder / "benchmark.json").write_text(json.dumps({"raster_px": 2000, "hectares": 4.0, "threads": 2, "speedup": 16.0, "runs": runs}))
+
+
+def loso_row(f1_counts) -> dict:
+    row = scores(*f1_counts)
+    return {"0.05": row, "0.1": row, "0.2": row, "best_epoch": 20, "minutes": 90, "views": "eight", "score_threshold": 0.2}
+
+
+def test_the_card_reports_the_figures_it_was_given_and_which_sites_are_missing(tmp_path):
+    small_bundle(tmp_path / "two", {"OSBS": loso_row((30, 20, 48)), "SJER": loso_row((100, 50, 102))})
+    card = write_card(tmp_path / "two")
+    assert "2 training plots (40 crowns)" in card and "1 validation plots" in card
+    assert "| eight views | 0.15 | 0.600 | 0.600 | 0.600 | chosen |" in card
+    assert "| OSBS | 3 | 78 | 0.600 | 0.385 | **0.469** |" in card
+    assert "| HARV | | | not run yet |" in card and "Not run yet: HARV, TEAK" in card
+    assert "**mean of the four sites**" not in card
+    assert "**16×" in card and "$" not in card
+
+    four = {site: loso_row((20 * (i + 1), 20, 20)) for i, site in enumerate(("HARV", "OSBS", "SJER", "TEAK"))}
+    small_bundle(tmp_path / "four", four)
+    card = write_card(tmp_path / "four")
+    mean = sum(loso_row((20 * (i + 1), 20, 20))["0.1"]["f1"] for i in range(4)) / 4
+    assert f"| **mean of the four sites** | | | | | **{mean:.3f}** |" in card
+
