@@ -51,16 +51,16 @@ class ModelMetadata:
     image_std: tuple[float, float, float] = IMAGENET_STD
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-    # Detect on eight flipped and turned views and fuse them (core.views); the score
+    # Detect on four turned views and fuse them (core.views); the score
     # threshold was chosen for the fused scores.
     test_time_augmentation: bool = False
     source_format: str = "treecrowns"
 
     def score_threshold_for(self, test_time_augmentation: bool) -> float:
-        """The calibrated score threshold for one view or eight fused views (their scores differ)."""
+        """The calibrated score threshold for one view or four fused views (their scores differ)."""
         if test_time_augmentation == self.test_time_augmentation:
             return self.score_threshold
-        way = "eight views" if test_time_augmentation else "one view"
+        way = "four views" if test_time_augmentation else "one view"
         recorded = self.metrics.get("calibration", {}).get(way, {}).get("score_threshold")
         return float(recorded) if recorded is not None else self.score_threshold
 

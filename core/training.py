@@ -224,12 +224,12 @@ def calibrate_inference(
 ) -> tuple[LoadedModel, dict[str, dict]]:
     """``model`` with the score threshold and test-time augmentation choice that score best on ``items``.
 
-    Both ways of detecting (one view, eight fused views) are scored on the held-out
+    Both ways of detecting (one view, four fused turned views) are scored on the held-out
     ``items`` over the same range of thresholds, as training chooses its threshold.
 
     Returns:
         The model with updated metadata, and the best figures of each way
-        ("one view", "eight views"), each with its "score_threshold".
+        ("one view", "four views"), each with its "score_threshold".
     """
     torch_device, _note = resolve_device(device)
     model.network.to(torch_device)
@@ -238,12 +238,12 @@ def calibrate_inference(
     original = model.metadata
     figures: dict[str, dict] = {}
     candidates: dict[str, ModelMetadata] = {}
-    for name, augment in (("one view", False), ("eight views", True)):
+    for name, augment in (("one view", False), ("four views", True)):
         model.metadata = replace(original, test_time_augmentation=augment)
         metrics, threshold = validate(model, samples, torch_device)
         figures[name] = {**metrics, "score_threshold": threshold}
         candidates[name] = replace(model.metadata, score_threshold=threshold)
-    winner = "eight views" if figures["eight views"]["f1"] > figures["one view"]["f1"] else "one view"
+    winner = "four views" if figures["four views"]["f1"] > figures["one view"]["f1"] else "one view"
     model.metadata = replace(candidates[winner], metrics={**original.metrics, "calibration": figures})
     return model, figures
 

@@ -28,7 +28,7 @@ from ..gis.resources import CROWNS_STYLE, model_path_or_bundled
 from .styling import style_on_load
 
 DEVICES = [Device.AUTO, Device.CPU, Device.CUDA]
-# VIEWS choices: as the checkpoint says, one view, eight fused views.
+# VIEWS choices: as the checkpoint says, one view, four fused turned views.
 VIEW_CHOICES = [None, False, True]
 
 
@@ -59,8 +59,8 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
             "crown, with its score and label, in the raster's CRS. MODEL is a treecrowns checkpoint or a "
             "DeepForest model; leave it empty for the bundled model. Thresholds and patch size of 0 mean "
             "'as the checkpoint says'. The raster is resampled to the model's ground resolution unless RESAMPLE is off. "
-            "VIEWS: the model can also look at every patch flipped and turned (eight views) and fuse what it finds, "
-            "about five times slower and usually more accurate; the checkpoint says which way it was calibrated for."
+            "VIEWS: the model can also look at every patch turned four ways and fuse what it finds, "
+            "several times slower and usually more accurate; the checkpoint says which way it was calibrated for."
         )
 
     def createInstance(self) -> "DetectAlgorithm":
@@ -105,7 +105,7 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(
             QgsProcessingParameterEnum(
                 self.VIEWS, "Views per patch",
-                ["as the checkpoint says", "one view (fastest)", "eight flipped and turned views, fused (slower, usually more accurate)"],
+                ["as the checkpoint says", "one view (fastest)", "four turned views, fused (slower, usually more accurate)"],
                 defaultValue=0,
             )
         )
@@ -146,7 +146,7 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
             feedback.pushInfo(
                 f"Model {model_path.name}: labels {list(model.metadata.labels)}, "
                 f"{model.metadata.ground_resolution_m} m per pixel, {model.metadata.patch_size} px patches, "
-                f"{'eight fused views' if uses_views(model, settings) else 'one view'} per patch"
+                f"{'four fused turned views' if uses_views(model, settings) else 'one view'} per patch"
             )
             detections = detect(raster.source(), model, settings, progress, should_stop)
         except Cancelled as exc:

@@ -87,7 +87,7 @@ def main() -> None:
         raster = mosaic(args.size, Path(scratch) / "mosaic.tif")
         warm_up = Path(scratch) / "warm.tif"
         mosaic(400, warm_up)
-        views = "eight views" if bundled.metadata.test_time_augmentation else "one view"
+        views = "four views" if bundled.metadata.test_time_augmentation else "one view"
         runs = [
             (f"bundled (lite, 0.2 m, 200 px, {views})", bundled, DetectionSettings(device=Device.CPU)),
             ("DeepForest architecture (400 px -> 800 px)", deepforest, DetectionSettings(overlap=0.05, device=Device.CPU)),

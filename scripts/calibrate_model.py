@@ -1,4 +1,4 @@
-"""Choose a checkpoint's score threshold, and whether it detects on eight fused views, on held-out plots.
+"""Choose a checkpoint's score threshold, and whether it detects on four fused turned views, on held-out plots.
 
 Usage (from the repository root, after scripts/setup.sh):
 
@@ -6,7 +6,7 @@ Usage (from the repository root, after scripts/setup.sh):
 
 Scores the checkpoint on its own validation plots (the ones its training held out, as
 recorded in the checkpoint), detecting once per patch and with test-time augmentation
-(eight flipped and turned views, fused), over the same range of score thresholds that
+(the patch turned four ways, fused), over the same range of score thresholds that
 training uses. The better of the two, with its threshold, is written into the
 checkpoint (in place unless ``--output`` is given). ``train_bundled_model.py`` ends
 with this step.
@@ -48,7 +48,7 @@ def main() -> None:
     for way, row in figures.items():
         print(f"{way:12} P {row['precision']:.3f} R {row['recall']:.3f} F1 {row['f1']:.3f} at score {row['score_threshold']}")
     meta = model.metadata
-    print(f"chosen: {'eight views' if meta.test_time_augmentation else 'one view'} at score {meta.score_threshold}")
+    print(f"chosen: {'four views' if meta.test_time_augmentation else 'one view'} at score {meta.score_threshold}")
     save_checkpoint(model, args.output or args.model)
 
 

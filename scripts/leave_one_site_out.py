@@ -6,7 +6,7 @@ Usage (from the repository root, after scripts/setup.sh):
 
 For each site, the checkpoint output/leave-one-site-out/without-SITE.safetensors is the
 bundled recipe trained on the other three sites (``train_bundled_model.py --leave-out-site
-SITE``, which also chooses one view or eight fused views, and the score threshold, on the
+SITE``, which also chooses one view or four fused turned views, and the score threshold, on the
 other sites' held-out plots). ``--train`` trains the missing ones first, ``--jobs`` at a
 time with one CPU thread each (70-120 minutes each on this project's 2-core machine).
 Every plot of the left-out site is then detected through the engine at 0.05, 0.1 and
@@ -86,7 +86,7 @@ def main() -> None:
             history = json.loads(checkpoint_for(site).with_suffix(".history.json").read_text())
             names = plot_names(model, items, f"site:{site}")
             row = {"best_epoch": history["best_epoch"], "minutes": history["minutes"],
-                   "views": "eight" if model.metadata.test_time_augmentation else "one",
+                   "views": "four" if model.metadata.test_time_augmentation else "one",
                    "score_threshold": model.metadata.score_threshold}
             for resolution in RESOLUTIONS:
                 pictures = FOLDER / "pictures" / site if resolution == 0.1 else None
@@ -112,7 +112,7 @@ def main() -> None:
     print(f"| mean of {len(summary)} sites | | | | | **{mean:.3f}** | | | | |")
     print("\nthe other way of detecting (at its own calibrated threshold), F1 at 0.1 m:")
     for site, row in summary.items():
-        print(f"  {site}: {row['other_views_0.1']['f1']:.3f} with {'one view' if row['views'] == 'eight' else 'eight views'}")
+        print(f"  {site}: {row['other_views_0.1']['f1']:.3f} with {'one view' if row['views'] == 'four' else 'four views'}")
 
 
 if __name__ == "__main__":

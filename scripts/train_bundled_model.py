@@ -133,7 +133,7 @@ def main() -> None:
         )
 
     result = train(model, train_items, args.output, settings, validation_items=val_items, on_epoch=on_epoch)
-    # Same held-out plots: one view or eight fused views, and the threshold for the chosen way.
+    # Same held-out plots: one view or four fused turned views, and the threshold for the chosen way.
     best, calibration = calibrate_inference(load_checkpoint(args.output), val_items)
     save_checkpoint(best, args.output)
     summary = {

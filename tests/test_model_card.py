@@ -28,7 +28,7 @@ def scores(tp: int, fp: int, missed: int, plots: int = 3) -> dict:
 
 def small_bundle(folder: Path, loso_sites: dict) -> None:
     calibration = {"one view": {**scores(10, 10, 10), "score_threshold": 0.3},
-                   "eight views": {**scores(12, 8, 8), "score_threshold": 0.15}}
+                   "four views": {**scores(12, 8, 8), "score_threshold": 0.15}}
     meta = ModelMetadata(
         architecture=lite_architecture(trunk="compact"), labels=("Tree",), ground_resolution_m=0.2, patch_size=200,
         score_threshold=0.15, test_time_augmentation=True, metrics={"calibration": calibration},
@@ -52,14 +52,14 @@ def small_bundle(folder: Path, loso_sites: dict) -> None:
 
 def loso_row(f1_counts) -> dict:
     row = scores(*f1_counts)
-    return {"0.05": row, "0.1": row, "0.2": row, "best_epoch": 20, "minutes": 90, "views": "eight", "score_threshold": 0.2}
+    return {"0.05": row, "0.1": row, "0.2": row, "best_epoch": 20, "minutes": 90, "views": "four", "score_threshold": 0.2}
 
 
 def test_the_card_reports_the_figures_it_was_given_and_which_sites_are_missing(tmp_path):
     small_bundle(tmp_path / "two", {"OSBS": loso_row((30, 20, 48)), "SJER": loso_row((100, 50, 102))})
     card = write_card(tmp_path / "two")
     assert "2 training plots (40 crowns)" in card and "1 validation plots" in card
-    assert "| eight views | 0.15 | 0.600 | 0.600 | 0.600 | chosen |" in card
+    assert "| four views | 0.15 | 0.600 | 0.600 | 0.600 | chosen |" in card
     assert "| OSBS | 3 | 78 | 0.600 | 0.385 | **0.469** |" in card
     assert "| HARV | | | not run yet |" in card and "Not run yet: HARV, TEAK" in card
     assert "**mean of the four sites**" not in card
@@ -71,3 +71,11 @@ def test_the_card_reports_the_figures_it_was_given_and_which_sites_are_missing(t
     mean = sum(loso_row((20 * (i + 1), 20, 20))["0.1"]["f1"] for i in range(4)) / 4
     assert f"| **mean of the four sites** | | | | | **{mean:.3f}** |" in card
 
+
+
+def test_the_committed_card_is_the_one_its_figures_give(tmp_path):
+    copy = tmp_path / "models"
+    shutil.copytree(MODELS, copy)
+    assert write_card(copy) == (MODELS / "MODEL_CARD.md").read_text(), (
+        "resources/models/MODEL_CARD.md is stale: run scripts/write_model_card.py"
+    )

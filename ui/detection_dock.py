@@ -86,9 +86,9 @@ class DetectionDock(QgsDockWidget):
         self.score_spin.setToolTip("Crowns scored below this are not reported")
         form.addRow("Score threshold", self.score_spin)
 
-        self.views_check = QCheckBox("Eight views per patch")
+        self.views_check = QCheckBox("Four turned views per patch")
         self.views_check.setToolTip(
-            "Look at every patch flipped and turned (eight views) and fuse what is found: "
+            "Look at every patch turned by 0, 90, 180 and 270 degrees and fuse what is found: "
             "several times slower, usually more accurate. Set from the model; the score "
             "threshold follows, since the two ways are calibrated separately."
         )
@@ -179,7 +179,8 @@ class DetectionDock(QgsDockWidget):
             self.model_info.setText(f"<span style='color:#b00'>{exc}</span>")
             self.detect_button.setEnabled(False)
             return
-        f1 = meta.metrics.get("validation", {}).get("f1")
+        way = "four views" if meta.test_time_augmentation else "one view"
+        f1 = meta.metrics.get("calibration", {}).get(way, {}).get("f1", meta.metrics.get("validation", {}).get("f1"))
         quality = f", validation F1 {f1:.2f}" if f1 is not None else ""
         self.model_info.setText(
             f"Labels: {', '.join(meta.labels)}<br>{meta.ground_resolution_m:g} m per pixel, "

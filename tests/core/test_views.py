@@ -1,4 +1,4 @@
-"""Test-time augmentation: eight views of each patch, mapped back and fused into one box per crown."""
+"""Test-time augmentation: four turned views of each patch, mapped back and fused into one box per crown."""
 
 import numpy as np
 import pytest
@@ -10,56 +10,59 @@ from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model
 from treecrowns.core.model import lite_architecture
 from treecrowns.core.prediction import DetectionSettings, detect
 from treecrowns.core.training import calibrate_inference
-from treecrowns.core.views import ALL_SYMMETRIES, apply_symmetry, fuse_views, undo_symmetry
+from treecrowns.core.views import ALL_SYMMETRIES, ROTATIONS, apply_symmetry, fuse_views, undo_symmetry
 
 
-def test_the_eight_views_are_distinct_and_every_box_maps_back_to_where_it_was():
+def test_every_symmetry_maps_boxes_back_to_where_they_were_and_the_four_turns_are_distinct():
     image = torch.zeros((1, 3, 60, 60))
     image[0, 1, 5:15, 20:50] = 1.0  # a crown 30 px wide and 10 px tall, away from every axis of symmetry
     detector = BrightSquareDetector()
-    seen = set()
+    seen = {}
     for symmetry in ALL_SYMMETRIES:
         view = apply_symmetry(image, symmetry)
         found = detector(list(view))[0]["boxes"].numpy()
-        seen.add(tuple(found[0]))
+        seen[symmetry] = tuple(found[0])
         assert undo_symmetry(found, symmetry, 60).tolist() == [[20.0, 5.0, 50.0, 15.0]]
-    assert len(seen) == 8
+    assert len(set(seen.values())) == 8
+    assert len({seen[turn] for turn in ROTATIONS}) == 4
+    # Turns, not mirror images: each is an even number of reflections.
+    assert all((s.transpose + s.flip_x + s.flip_y) % 2 == 0 for s in ROTATIONS)
 
 
 def test_views_that_agree_fuse_into_one_crown_with_the_mean_score():
-    boxes = np.array([[10, 10, 30, 30]] * 8, dtype=float) + np.arange(8)[:, None] * [0, 0, 0.5, 0.5]
-    scores = np.full(8, 0.6)
-    fused_boxes, fused_scores, fused_labels = fuse_views(boxes, scores, np.zeros(8, dtype=int), np.arange(8), 8)
+    boxes = np.array([[10, 10, 30, 30]] * 4, dtype=float) + np.arange(4)[:, None] * [0, 0, 0.5, 0.5]
+    scores = np.full(4, 0.6)
+    fused_boxes, fused_scores, fused_labels = fuse_views(boxes, scores, np.zeros(4, dtype=int), np.arange(4), 4)
     assert len(fused_boxes) == 1
     assert fused_scores[0] == pytest.approx(0.6)
-    np.testing.assert_allclose(fused_boxes[0], [10, 10, 31.75, 31.75])
+    np.testing.assert_allclose(fused_boxes[0], [10, 10, 30.75, 30.75])
     assert fused_labels.tolist() == [0]
 
 
-def test_a_crown_one_view_sees_keeps_an_eighth_of_its_score_and_classes_never_merge():
+def test_a_crown_one_view_sees_keeps_a_quarter_of_its_score_and_classes_never_merge():
     boxes = np.array([[0, 0, 20, 20], [0, 0, 20, 20], [50, 50, 70, 70], [50, 50, 70, 70]], dtype=float)
     scores = np.array([0.8, 0.8, 0.9, 0.7])
     labels = np.array([0, 1, 0, 0])
     views = np.array([0, 0, 0, 0])  # two detections of the same view count once
-    fused_boxes, fused_scores, fused_labels = fuse_views(boxes, scores, labels, views, 8)
+    fused_boxes, fused_scores, fused_labels = fuse_views(boxes, scores, labels, views, 4)
     order = np.lexsort((fused_labels, fused_boxes[:, 0]))
     assert fused_labels[order].tolist() == [0, 1, 0]
-    np.testing.assert_allclose(fused_scores[order], [0.1, 0.1, 0.9 / 8])
+    np.testing.assert_allclose(fused_scores[order], [0.2, 0.2, 0.9 / 4])
 
 
-def test_detection_with_eight_views_puts_every_crown_where_one_view_does(tmp_path):
+def test_detection_with_four_views_puts_every_crown_where_one_view_does(tmp_path):
     crowns = [(10, 10, 20), (70, 40, 12), (130, 90, 25)]
     path = write_raster(tmp_path / "views.tif", 180, 140, crowns)
     model = oracle_model(patch_size=100)
     one = detect(path, model, DetectionSettings(overlap=0.4))
-    eight = detect(path, model, DetectionSettings(overlap=0.4, test_time_augmentation=True))
+    four = detect(path, model, DetectionSettings(overlap=0.4, test_time_augmentation=True))
     expected = sorted(crown_map_box(c) for c in crowns)
-    assert sorted(map(tuple, np.round(eight.boxes, 6))) == sorted(map(tuple, np.round(one.boxes, 6))) == expected
-    np.testing.assert_allclose(eight.scores, 0.9)  # the stand-in finds each crown in every view
+    assert sorted(map(tuple, np.round(four.boxes, 6))) == sorted(map(tuple, np.round(one.boxes, 6))) == expected
+    np.testing.assert_allclose(four.scores, 0.9)  # the stand-in finds each crown in every view
 
 
 def test_the_checkpoint_says_whether_to_fuse_views_and_the_threshold_follows_the_choice(tmp_path):
-    calibration = {"one view": {"score_threshold": 0.3}, "eight views": {"score_threshold": 0.15}}
+    calibration = {"one view": {"score_threshold": 0.3}, "four views": {"score_threshold": 0.15}}
     model = new_model(
         ModelMetadata(
             architecture=lite_architecture(), labels=("Tree",), ground_resolution_m=0.1, patch_size=64,
@@ -76,7 +79,7 @@ def test_the_checkpoint_says_whether_to_fuse_views_and_the_threshold_follows_the
     original = loaded.network.forward
     loaded.network.forward = lambda images, targets=None: calls.append(len(images)) or original(images, targets)
     detect(raster, loaded, DetectionSettings(batch_size=1))
-    assert loaded.network.score_thresh == 0.15 and calls and all(n % 8 == 0 for n in calls)
+    assert loaded.network.score_thresh == 0.15 and calls and all(n == 4 for n in calls)
     calls.clear()
     detect(raster, loaded, DetectionSettings(batch_size=1, test_time_augmentation=False))
     assert loaded.network.score_thresh == 0.3 and calls and all(n == 1 for n in calls)
@@ -94,7 +97,7 @@ class CornerGhostDetector(BrightSquareDetector):
         return outputs
 
 
-def test_calibration_chooses_eight_views_when_they_remove_errors_no_threshold_can(tmp_path):
+def test_calibration_chooses_four_views_when_they_remove_errors_no_threshold_can(tmp_path):
     crowns = [(30, 30, 20), (55, 40, 14)]
     path = write_raster(tmp_path / "plot.tif", 100, 100, crowns)
     reference = ImageAnnotations(str(path), np.array([[c, r, c + s, r + s] for c, r, s in crowns], float), ("Tree", "Tree"))
@@ -103,8 +106,8 @@ def test_calibration_chooses_eight_views_when_they_remove_errors_no_threshold_ca
     calibrated, figures = calibrate_inference(model, [reference], device="cpu")
     # One view: the ghost outscores the crowns, so every threshold keeps it or loses them.
     assert figures["one view"]["f1"] == pytest.approx(0.8)
-    # Eight views: the ghost lands on a different corner in each view and fuses to 0.95 / 8.
-    assert figures["eight views"]["f1"] == 1.0 and figures["eight views"]["score_threshold"] > 0.95 / 8
+    # Four views: the ghost lands on a different corner in each view and fuses to 0.95 / 4.
+    assert figures["four views"]["f1"] == 1.0 and figures["four views"]["score_threshold"] > 0.95 / 4
     assert calibrated.metadata.test_time_augmentation is True
-    assert calibrated.metadata.score_threshold == figures["eight views"]["score_threshold"]
+    assert calibrated.metadata.score_threshold == figures["four views"]["score_threshold"]
     assert calibrated.metadata.score_threshold_for(False) == figures["one view"]["score_threshold"]
