@@ -37,6 +37,11 @@ _DEEPFOREST_PATCH_SIZE = 400
 _DEEPFOREST_ANCHORS_PER_LOCATION = 9
 
 
+def way_of_detecting(test_time_augmentation: bool) -> str:
+    """The name calibration figures use for each way: "one view" or "four views" (core.views)."""
+    return "four views" if test_time_augmentation else "one view"
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """Everything a checkpoint says about its model besides the weights."""
@@ -60,8 +65,7 @@ class ModelMetadata:
         """The calibrated score threshold for one view or four fused views (their scores differ)."""
         if test_time_augmentation == self.test_time_augmentation:
             return self.score_threshold
-        way = "four views" if test_time_augmentation else "one view"
-        recorded = self.metrics.get("calibration", {}).get(way, {}).get("score_threshold")
+        recorded = self.metrics.get("calibration", {}).get(way_of_detecting(test_time_augmentation), {}).get("score_threshold")
         return float(recorded) if recorded is not None else self.score_threshold
 
     def to_json(self) -> str:

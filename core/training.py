@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .annotations import ImageAnnotations, annotated_windows
 from .boxes import boxes_inside, crop_boxes, merge_window_detections
-from .checkpoint import LoadedModel, ModelMetadata, save_checkpoint
+from .checkpoint import LoadedModel, ModelMetadata, save_checkpoint, way_of_detecting
 from .errors import AnnotationError, Cancelled, CheckpointError
 from .evaluation import DEFAULT_IOU_THRESHOLD, evaluate
 from .prediction import Device, ProgressCallback, StopCheck, fit_input_size, predict_images, resolve_device
@@ -238,12 +238,13 @@ def calibrate_inference(
     original = model.metadata
     figures: dict[str, dict] = {}
     candidates: dict[str, ModelMetadata] = {}
-    for name, augment in (("one view", False), ("four views", True)):
+    for augment in (False, True):
         model.metadata = replace(original, test_time_augmentation=augment)
         metrics, threshold = validate(model, samples, torch_device)
-        figures[name] = {**metrics, "score_threshold": threshold}
-        candidates[name] = replace(model.metadata, score_threshold=threshold)
-    winner = "four views" if figures["four views"]["f1"] > figures["one view"]["f1"] else "one view"
+        figures[way_of_detecting(augment)] = {**metrics, "score_threshold": threshold}
+        candidates[way_of_detecting(augment)] = replace(model.metadata, score_threshold=threshold)
+    four, one = way_of_detecting(True), way_of_detecting(False)
+    winner = four if figures[four]["f1"] > figures[one]["f1"] else one
     model.metadata = replace(candidates[winner], metrics={**original.metrics, "calibration": figures})
     return model, figures
 

@@ -28,7 +28,7 @@ from rasterio.transform import from_origin
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
-from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model  # noqa: E402
+from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model, way_of_detecting  # noqa: E402
 from treecrowns.core.model import deepforest_architecture  # noqa: E402
 from treecrowns.core.prediction import Device, DetectionSettings, detect  # noqa: E402
 
@@ -87,7 +87,7 @@ def main() -> None:
         raster = mosaic(args.size, Path(scratch) / "mosaic.tif")
         warm_up = Path(scratch) / "warm.tif"
         mosaic(400, warm_up)
-        views = "four views" if bundled.metadata.test_time_augmentation else "one view"
+        views = way_of_detecting(bundled.metadata.test_time_augmentation)
         runs = [
             (f"bundled (lite, 0.2 m, 200 px, {views})", bundled, DetectionSettings(device=Device.CPU)),
             ("DeepForest architecture (400 px -> 800 px)", deepforest, DetectionSettings(overlap=0.05, device=Device.CPU)),

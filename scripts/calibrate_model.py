@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
 from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
-from treecrowns.core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from treecrowns.core.checkpoint import load_checkpoint, save_checkpoint, way_of_detecting  # noqa: E402
 from treecrowns.core.training import calibrate_inference  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "neon"
@@ -48,7 +48,7 @@ def main() -> None:
     for way, row in figures.items():
         print(f"{way:12} P {row['precision']:.3f} R {row['recall']:.3f} F1 {row['f1']:.3f} at score {row['score_threshold']}")
     meta = model.metadata
-    print(f"chosen: {'four views' if meta.test_time_augmentation else 'one view'} at score {meta.score_threshold}")
+    print(f"chosen: {way_of_detecting(meta.test_time_augmentation)} at score {meta.score_threshold}")
     save_checkpoint(model, args.output or args.model)
 
 

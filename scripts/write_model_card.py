@@ -22,7 +22,7 @@ from string import Template
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
-from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
+from treecrowns.core.checkpoint import load_checkpoint, way_of_detecting  # noqa: E402
 
 MODELS = REPO / "resources" / "models"
 CHECKPOINT_NAME = "treecrowns-neon-lite.safetensors"
@@ -133,7 +133,7 @@ def main() -> None:
     calibration = meta.metrics.get("calibration") or history.get("calibration")
     if not calibration:
         raise SystemExit(f"{checkpoint} records no calibration; run scripts/calibrate_model.py --model {checkpoint}")
-    chosen = "four views" if meta.test_time_augmentation else "one view"
+    chosen = way_of_detecting(meta.test_time_augmentation)
     val_table = validation["0.1"]
     loso_rows, loso_notes = loso_table(loso)
     values = {
