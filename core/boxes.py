@@ -6,8 +6,6 @@ Boxes are ``(N, 4)`` float arrays of ``xmin, ymin, xmax, ymax``.
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torchvision.ops import batched_nms
 
 from .tiling import Window
 
@@ -28,6 +26,102 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = intersections(a, b)
     union = areas(a)[:, None] + areas(b)[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def paired_intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection area of each box of ``a`` with the box of ``b`` in the same row."""
+    width = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
+    height = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
+    return np.clip(width, 0, None) * np.clip(height, 0, None)
+
+
+def paired_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of each box of ``a`` with the box of ``b`` in the same row."""
+    inter = paired_intersections(a, b)
+    union = areas(a) + areas(b) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def overlapping_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(i, j)`` of every box ``a[i]`` that shares some area with a box ``b[j]``.
+
+    Unlike ``iou_matrix``, memory and time grow with the number of boxes and their
+    neighbours, not with ``len(a) * len(b)``: a whole orthophoto's detections (hundreds of
+    thousands of crowns) would need terabytes as a dense matrix. Boxes are binned into a
+    grid of cells twice the median box side; only boxes sharing a cell are compared.
+    """
+    a = np.asarray(a, dtype=float).reshape(-1, 4)
+    b = np.asarray(b, dtype=float).reshape(-1, 4)
+    none = np.zeros(0, dtype=np.int64)
+    if len(a) == 0 or len(b) == 0:
+        return none, none
+    both = np.concatenate([a, b])
+    sides = np.maximum(both[:, 2] - both[:, 0], both[:, 3] - both[:, 1])
+    if not (sides > 0).any():
+        return none, none  # boxes without area share none
+    cell = 2.0 * float(np.median(sides[sides > 0]))
+    origin = both[:, :2].min(axis=0)
+    first = np.floor((both[:, :2] - origin) / cell).astype(np.int64)
+    last = np.maximum(np.floor((both[:, 2:] - origin) / cell).astype(np.int64), first)
+    span = last - first + 1
+    cells_per_box = span[:, 0] * span[:, 1]
+    # One entry per (box, cell it covers).
+    box = np.repeat(np.arange(len(both)), cells_per_box)
+    step = np.arange(len(box)) - np.repeat(np.cumsum(cells_per_box) - cells_per_box, cells_per_box)
+    cell_x = first[box, 0] + step % span[box, 0]
+    cell_y = first[box, 1] + step // span[box, 0]
+    cell_id = cell_x * (int(cell_y.max()) + 1) + cell_y
+    order = np.argsort(cell_id, kind="stable")
+    cell_id, box = cell_id[order], box[order]
+    # Entries of one cell are now contiguous: compare each entry with the ones 1, 2, ... after it.
+    found_i, found_j = [], []
+    offset = 1
+    while offset < len(box):
+        same_cell = cell_id[:-offset] == cell_id[offset:]
+        if not same_cell.any():
+            break
+        first_box, second_box = box[:-offset][same_cell], box[offset:][same_cell]
+        from_a_to_b = (first_box < len(a)) & (second_box >= len(a))
+        from_b_to_a = (first_box >= len(a)) & (second_box < len(a))
+        found_i += [first_box[from_a_to_b], second_box[from_b_to_a]]
+        found_j += [second_box[from_a_to_b] - len(a), first_box[from_b_to_a] - len(a)]
+        offset += 1
+    if not found_i:
+        return none, none
+    # A pair sharing several cells was found once per cell.
+    key = np.unique(np.concatenate(found_i) * len(b) + np.concatenate(found_j))
+    i, j = key // len(b), key % len(b)
+    overlapping = paired_intersections(a[i], b[j]) > 0
+    return i[overlapping], j[overlapping]
+
+
+def class_aware_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices (sorted) of the boxes greedy non-maximum suppression keeps, class by class.
+
+    The same result as torchvision's ``batched_nms`` (a box is dropped when a better-scored
+    box of its class overlaps it with IoU above the threshold), but it compares only boxes
+    that overlap, so it scales to a whole orthophoto.
+    """
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    i, j = overlapping_pairs(boxes, boxes)
+    candidate = (i < j) & (labels[i] == labels[j])
+    i, j = i[candidate], j[candidate]
+    suppressing = paired_iou(boxes[i], boxes[j]) > iou_threshold
+    i, j = i[suppressing], j[suppressing]
+    # Neighbour lists: for every box, the boxes it would suppress (or be suppressed by).
+    source, target = np.concatenate([i, j]), np.concatenate([j, i])
+    order = np.argsort(source, kind="stable")
+    source, target = source[order], target[order]
+    starts = np.searchsorted(source, np.arange(len(boxes) + 1))
+    suppressed = np.zeros(len(boxes), dtype=bool)
+    kept = []
+    for index in np.argsort(-np.asarray(scores), kind="stable"):
+        if suppressed[index]:
+            continue
+        kept.append(index)
+        suppressed[target[starts[index] : starts[index + 1]]] = True
+    return np.sort(np.array(kept, dtype=np.int64))
 
 
 # A crop keeps a box when at least this share of the box lies inside the crop.
@@ -105,16 +199,10 @@ def merge_window_detections(
     keep = np.ones(len(boxes), dtype=bool)
     cut_idx = np.flatnonzero(cut)
     whole_idx = np.flatnonzero(~cut)
-    if len(cut_idx) and len(whole_idx):
-        inter = intersections(boxes[cut_idx], boxes[whole_idx])
-        covered = inter / np.maximum(areas(boxes[cut_idx]), 1e-12)[:, None]
-        same_class = labels[cut_idx][:, None] == labels[whole_idx][None, :]
-        keep[cut_idx[((covered >= containment) & same_class).any(axis=1)]] = False
+    i, j = overlapping_pairs(boxes[cut_idx], boxes[whole_idx])
+    covered = paired_intersections(boxes[cut_idx[i]], boxes[whole_idx[j]]) / np.maximum(areas(boxes[cut_idx[i]]), 1e-12)
+    same_class = labels[cut_idx[i]] == labels[whole_idx[j]]
+    keep[cut_idx[i[(covered >= containment) & same_class]]] = False
     remaining = np.flatnonzero(keep)
-    kept = batched_nms(
-        torch.as_tensor(boxes[remaining], dtype=torch.float32),
-        torch.as_tensor(scores[remaining], dtype=torch.float32),
-        torch.as_tensor(labels[remaining], dtype=torch.int64),
-        nms_threshold,
-    ).numpy()
-    return np.sort(remaining[kept])
+    kept = class_aware_nms(boxes[remaining], scores[remaining], labels[remaining], nms_threshold)
+    return remaining[kept]

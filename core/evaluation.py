@@ -4,6 +4,15 @@ Per image, predictions and reference boxes are paired one-to-one by the
 Hungarian algorithm on their overlap; a pair is a true positive when its IoU is
 above the threshold (0.4 by default). Precision is true positives over
 predictions, recall true positives over reference crowns, summed over images.
+
+An "image" may be a whole layer of a hundred thousand crowns, so the pairing is
+not solved as one predictions x references matrix: boxes that share no area
+cannot pair, and the total IoU is the sum over groups of boxes linked by
+overlaps, so each group is solved on its own with the same result. A closed
+canopy can link thousands of crowns into one group; a group too large for one
+matrix is paired on its pairs above the threshold only (the ones that can
+count), which differs from one big matrix only where a box overlaps two others
+above the threshold.
 """
 
 from __future__ import annotations
@@ -12,10 +21,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
-from .boxes import iou_matrix
+from .boxes import overlapping_pairs, paired_iou
 
 DEFAULT_IOU_THRESHOLD = 0.4
+
+# A group of overlapping boxes larger than this (predictions x references) is paired
+# on its pairs above the IoU threshold only, which are the ones that can count.
+_LARGEST_GROUP = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -76,14 +91,12 @@ def match_boxes(
     """One-to-one matching of one image's predictions to its reference crowns."""
     predicted = np.asarray(predicted, dtype=float).reshape(-1, 4)
     reference = np.asarray(reference, dtype=float).reshape(-1, 4)
-    pairs = np.zeros((0, 2), dtype=np.int64)
-    ious = np.zeros(0)
-    if len(predicted) and len(reference):
-        iou = iou_matrix(predicted, reference)
-        rows, cols = linear_sum_assignment(iou, maximize=True)
-        good = iou[rows, cols] > iou_threshold
-        pairs = np.stack([rows[good], cols[good]], axis=1).astype(np.int64)
-        ious = iou[rows[good], cols[good]]
+    rows, cols = overlapping_pairs(predicted, reference)
+    iou = paired_iou(predicted[rows], reference[cols])
+    chosen = _best_one_to_one(rows, cols, iou, iou_threshold)
+    good = chosen[iou[chosen] > iou_threshold]
+    pairs = np.stack([rows[good], cols[good]], axis=1).astype(np.int64)
+    ious = iou[good]
     false_positives = np.setdiff1d(np.arange(len(predicted)), pairs[:, 0])
     missed = np.setdiff1d(np.arange(len(reference)), pairs[:, 1])
     if predicted_labels is not None and reference_labels is not None:
@@ -91,6 +104,43 @@ def match_boxes(
     else:
         agreement = np.ones(len(pairs), dtype=bool)
     return ImageMatches(pairs, ious, false_positives, missed, agreement)
+
+
+def _best_one_to_one(
+    rows: np.ndarray, cols: np.ndarray, iou: np.ndarray, iou_threshold: float, may_narrow: bool = True
+) -> np.ndarray:
+    """Which candidate pairs (prediction ``rows``, reference ``cols``) a one-to-one pairing of
+    largest total IoU uses, solved group by group of boxes linked by candidate pairs."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    # Graph nodes: predictions first, then references.
+    offset = int(rows.max()) + 1
+    nodes = offset + int(cols.max()) + 1
+    graph = coo_matrix((np.ones(len(rows)), (rows, offset + cols)), shape=(nodes, nodes))
+    _, group_of_node = connected_components(graph, directed=False)
+    group = group_of_node[rows]
+    order = np.argsort(group, kind="stable")
+    bounds = np.flatnonzero(np.diff(group[order])) + 1
+    chosen = []
+    for members in np.split(order, bounds):
+        if len(members) == 1:  # one prediction overlapping one reference crown
+            chosen.append(members)
+            continue
+        group_rows, row_at = np.unique(rows[members], return_inverse=True)
+        group_cols, col_at = np.unique(cols[members], return_inverse=True)
+        if may_narrow and len(group_rows) * len(group_cols) > _LARGEST_GROUP:
+            countable = members[iou[members] > iou_threshold]
+            narrowed = _best_one_to_one(rows[countable], cols[countable], iou[countable], iou_threshold, False)
+            chosen.append(countable[narrowed])
+            continue
+        matrix = np.zeros((len(group_rows), len(group_cols)))
+        matrix[row_at, col_at] = iou[members]
+        pair_at = np.full(matrix.shape, -1)
+        pair_at[row_at, col_at] = members
+        picked_rows, picked_cols = linear_sum_assignment(matrix, maximize=True)
+        picked = pair_at[picked_rows, picked_cols]
+        chosen.append(picked[picked >= 0])
+    return np.concatenate(chosen)
 
 
 def evaluate(
