@@ -66,7 +66,7 @@ class DetectionSettings:
 
 @dataclass(frozen=True)
 class Detections:
-    """Crowns found in one raster, in the raster's CRS (pixel coordinates if it has none)."""
+    """Crowns found in one raster, in the raster's CRS (x = column, y = -row if it has none)."""
 
     boxes: np.ndarray
     scores: np.ndarray
@@ -228,7 +228,7 @@ def detect(
     keep = merge_window_detections(pixel_boxes, scores, label_ids, cut, nms)
     pixel_boxes, scores, label_ids = pixel_boxes[keep], scores[keep], label_ids[keep]
     if not info.georeferenced:
-        notes.append("the raster is not georeferenced: crowns are given in pixel coordinates")
+        notes.append("the raster is not georeferenced: crowns are placed as QGIS draws it (x = column, y = -row)")
     for note in notes:
         log.warning(note)
     return Detections(

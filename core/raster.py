@@ -24,6 +24,7 @@ import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.transform import Affine
 from rasterio.windows import Window as RioWindow
 
 from .errors import RasterError
@@ -45,6 +46,11 @@ class BandScaling:
     @staticmethod
     def identity() -> "BandScaling":
         return BandScaling((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+# A raster without georeferencing is placed as QGIS draws it: x = column, y = -row. Crowns
+# found on it, and crowns drawn over it, then share one frame.
+UNREFERENCED_FRAME = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,7 @@ class RasterReader:
         try:
             chosen = _choose_bands(self._dataset, bands)
             georeferenced = self._dataset.crs is not None or not self._dataset.transform.is_identity
-            t = self._dataset.transform
+            t = self._dataset.transform if georeferenced else UNREFERENCED_FRAME
             self.info = RasterInfo(
                 path=path,
                 width=self._dataset.width,

@@ -49,19 +49,6 @@ def detections_crs(detections: Detections) -> QgsCoordinateReferenceSystem:
     return QgsCoordinateReferenceSystem()
 
 
-def display_boxes(detections: Detections) -> np.ndarray:
-    """Boxes as QGIS draws them over the raster.
-
-    QGIS shows a raster without georeferencing with y = -row, so pixel boxes are
-    flipped to land on the image.
-    """
-    if detections.raster.georeferenced:
-        return detections.boxes
-    boxes = detections.pixel_boxes.copy()
-    boxes[:, [1, 3]] = -detections.pixel_boxes[:, [3, 1]]
-    return boxes
-
-
 def crown_features(
     boxes: np.ndarray, scores, labels, statuses, model_path: str, fields: QgsFields
 ) -> list[QgsFeature]:
@@ -79,7 +66,7 @@ def crown_features(
 def detection_features(detections: Detections, model_path: str, fields: QgsFields) -> list[QgsFeature]:
     """Features of freshly detected crowns: status ``predicted``."""
     statuses = [STATUS_PREDICTED] * len(detections)
-    return crown_features(display_boxes(detections), detections.scores, detections.labels, statuses, model_path, fields)
+    return crown_features(detections.boxes, detections.scores, detections.labels, statuses, model_path, fields)
 
 
 def write_crown_layer(path: str | Path, crs: QgsCoordinateReferenceSystem, features: list[QgsFeature]) -> Path:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from synthetic import crown_map_box, oracle_model, write_raster
+from treecrowns.core.annotations import map_boxes_to_pixels
 from treecrowns.core.boxes import merge_window_detections
 from treecrowns.core.errors import Cancelled
 from treecrowns.core.prediction import DetectionSettings, detect
@@ -73,12 +74,15 @@ def test_progress_is_reported_and_cancel_stops_before_the_next_batch(crowns_rast
     assert model.network.calls == calls_before + 1
 
 
-def test_unreferenced_raster_gives_pixel_boxes_and_a_warning(tmp_path):
+def test_unreferenced_raster_gives_boxes_where_qgis_draws_it_and_a_warning(tmp_path):
     crown = (10, 20, 15)
     path = write_raster(tmp_path / "plain.tif", 60, 50, [crown], crs=None)
     found = detect(path, oracle_model(patch_size=100))
-    assert sorted_boxes(found.boxes) == [(10.0, 20.0, 25.0, 35.0)]
+    assert sorted_boxes(found.pixel_boxes) == [(10.0, 20.0, 25.0, 35.0)]
+    assert sorted_boxes(found.boxes) == [(10.0, -35.0, 25.0, -20.0)]  # x = column, y = -row
     assert any("not georeferenced" in w for w in found.warnings)
+    drawn_back = map_boxes_to_pixels(found.boxes, found.raster)
+    assert sorted_boxes(drawn_back) == [(10.0, 20.0, 25.0, 35.0)]
 
 
 def test_merge_prefers_the_whole_crown_over_the_copy_cut_by_a_window_edge():

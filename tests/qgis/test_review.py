@@ -117,6 +117,23 @@ def test_import_deepforest_csv_puts_boxes_on_the_raster(neon, tmp_path):
     assert any(abs(b.xMinimum() - x0) < 1e-6 and abs(b.yMaximum() - y1) < 1e-6 for b in boxes)
 
 
+def test_crowns_over_an_unreferenced_raster_train_on_the_pixels_they_cover(neon, tmp_path):
+    """QGIS draws a raster without georeferencing at x = column, y = -row; imported and drawn crowns live there."""
+    with rasterio.open(neon / "images" / PLOT) as src:
+        data = src.read()
+    (tmp_path / "plain").mkdir()
+    plain_path = tmp_path / "plain" / PLOT
+    with pytest.warns(rasterio.errors.NotGeoreferencedWarning):
+        with rasterio.open(plain_path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=3, dtype="uint8") as dst:
+            dst.write(data)
+    raster = QgsRasterLayer(str(plain_path), "plain")
+    layer = open_crowns_layer(import_annotations(str(neon / "annotations.csv"), raster, tmp_path / "plain.gpkg"), "plain")
+    assert all(raster.extent().contains(f.geometry().boundingBox()) for f in layer.getFeatures())
+    [truth] = [i for i in read_deepforest_csv(neon / "annotations.csv") if i.image_path.endswith(PLOT)]
+    [item], _ = annotations_for_rasters([raster], layer, "label")
+    assert np.allclose(np.sort(item.boxes, axis=0), np.sort(truth.boxes, axis=0))
+
+
 def test_import_from_a_polygon_layer_and_bad_files(neon, tmp_path):
     reference = neon_crowns_layer(neon, [PLOT], tmp_path / "ref.gpkg")
     raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
