@@ -11,11 +11,14 @@ import csv
 import math
 import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from shapely.geometry.base import BaseGeometry
 
+from .areas import areas_to_pixels, as_areas, centres_inside
 from .errors import AnnotationError
 from .raster import RasterInfo, RasterReader
 from .tiling import Window
@@ -27,32 +30,49 @@ DEEPFOREST_CSV_COLUMNS = ("image_path", "xmin", "ymin", "xmax", "ymax", "label")
 class ImageAnnotations:
     """The crowns drawn on one raster.
 
-    ``regions`` are pixel boxes of the areas where every crown was drawn; anything
-    inside them that is not a crown is background. ``None`` means the whole raster.
+    ``regions`` are the reviewed areas, pixel-coordinate polygons where every crown was
+    drawn (core.areas); anything inside them that is not a crown is background. ``None``
+    means the whole raster. An (R, 4) array of boxes is accepted and becomes rectangles.
     """
 
     image_path: str
     boxes: np.ndarray
     labels: tuple[str, ...]
-    regions: np.ndarray | None = None
+    regions: tuple[BaseGeometry, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.boxes.shape != (len(self.labels), 4):
             raise AnnotationError(
                 f"{self.image_path}: {len(self.labels)} labels for {len(self.boxes)} boxes; each box needs one label"
             )
+        if self.regions is not None:
+            object.__setattr__(self, "regions", as_areas(self.regions))
 
 
-def annotated_windows(item: ImageAnnotations, width: int, height: int) -> list[Window]:
-    """Pixel windows of the fully annotated areas of a raster (the whole raster if none are marked)."""
-    regions = item.regions if item.regions is not None else np.array([[0, 0, width, height]], dtype=float)
-    windows = []
-    for region in regions:
-        c0, r0 = max(int(math.floor(region[0])), 0), max(int(math.floor(region[1])), 0)
-        c1, r1 = min(int(math.ceil(region[2])), width), min(int(math.ceil(region[3])), height)
+def annotated_areas(item: ImageAnnotations, width: int, height: int) -> list[tuple[Window, BaseGeometry | None]]:
+    """Pixel windows of the fully annotated areas of a raster, each with its area.
+
+    The whole raster (area ``None``) if no area is marked; areas under two pixels wide are skipped.
+    """
+    if item.regions is None:
+        return [(Window(0, 0, width, height), None)]
+    found = []
+    for area in item.regions:
+        if area.is_empty:
+            continue
+        x0, y0, x1, y1 = area.bounds
+        c0, r0 = max(int(math.floor(x0)), 0), max(int(math.floor(y0)), 0)
+        c1, r1 = min(int(math.ceil(x1)), width), min(int(math.ceil(y1)), height)
         if c1 - c0 >= 2 and r1 - r0 >= 2:
-            windows.append(Window(c0, r0, c1 - c0, r1 - r0))
-    return windows
+            found.append((Window(c0, r0, c1 - c0, r1 - r0), area))
+    return found
+
+
+def crowns_in_areas(item: ImageAnnotations) -> np.ndarray:
+    """Which of the item's crowns training and scoring use: all, or those centred in its areas."""
+    if item.regions is None:
+        return np.ones(len(item.labels), dtype=bool)
+    return centres_inside(item.boxes, item.regions)
 
 
 def _transform_corners(boxes: np.ndarray, transform) -> np.ndarray:
@@ -87,11 +107,12 @@ def from_map_boxes(
     raster_path: str,
     map_boxes: np.ndarray,
     labels: tuple[str, ...],
-    map_regions: np.ndarray | None = None,
+    map_regions: Sequence[BaseGeometry] | np.ndarray | None = None,
 ) -> ImageAnnotations:
-    """Annotations for one raster from boxes in its CRS (as drawn on a QGIS layer).
+    """Annotations for one raster from boxes and reviewed areas in its CRS (as drawn on QGIS layers).
 
     Boxes that do not touch the raster are left out; if none touch it, that is an error.
+    ``map_regions`` are polygons (or an (R, 4) array of boxes); those off the raster are dropped.
 
     Raises:
         AnnotationError: If no box lies on the raster.
@@ -104,10 +125,7 @@ def from_map_boxes(
             f"none of the {len(map_boxes)} annotation boxes lies on {raster_path}; "
             "check that the annotations and the raster cover the same area and use the same CRS"
         )
-    regions = None
-    if map_regions is not None:
-        regions, on_raster = clip_to_raster(map_boxes_to_pixels(np.asarray(map_regions, dtype=float), info), info.width, info.height)
-        regions = regions[on_raster]
+    regions = areas_to_pixels(as_areas(map_regions), info) if map_regions is not None else None
     return ImageAnnotations(
         image_path=raster_path,
         boxes=pixel_boxes[inside],

@@ -147,18 +147,6 @@ def crop_boxes(boxes: np.ndarray, x0: float, y0: float, x1: float, y1: float) ->
     return clipped[keep], keep
 
 
-def boxes_inside(boxes: np.ndarray, regions: np.ndarray) -> np.ndarray:
-    """Which boxes have their centre inside one of the region boxes."""
-    if len(boxes) == 0 or len(regions) == 0:
-        return np.zeros(len(boxes), dtype=bool)
-    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-    inside = (
-        (cx[:, None] >= regions[None, :, 0]) & (cx[:, None] <= regions[None, :, 2])
-        & (cy[:, None] >= regions[None, :, 1]) & (cy[:, None] <= regions[None, :, 3])
-    )
-    return inside.any(axis=1)
-
-
 def cut_by_interior_edge(
     boxes: np.ndarray, window: Window, raster_width: int, raster_height: int, tolerance: float
 ) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +10,11 @@ import rasterio
 from rasterio.windows import Window as RioWindow
 from rasterio.windows import transform as window_transform
 
-from .annotations import ImageAnnotations, annotated_windows, write_coco, write_deepforest_csv
+from .annotations import ImageAnnotations, annotated_areas, write_coco, write_deepforest_csv
+from .areas import area_mask, centres_inside, is_rectangle
 from .boxes import crop_boxes
 from .errors import AnnotationError, OutputError
-from .tiling import window_grid
+from .tiling import Window, window_grid
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ def export_training_set(
     """Cut the annotated regions of each raster into georeferenced GeoTIFF chips with their boxes.
 
     Boxes are in chip pixels. A box mostly outside a chip is left out of it. Chips without a
-    crown are kept: inside a fully annotated area they are true background.
+    crown are kept: inside a fully annotated area they are true background. Where an area
+    is not a rectangle, chip pixels outside it are black and crowns centred outside it left out.
 
     Raises:
         OutputError: If the folder cannot be created.
@@ -48,7 +50,11 @@ def export_training_set(
     sizes: dict[str, tuple[int, int]] = {}
     for item in items:
         with rasterio.open(item.image_path) as src:
-            for region in annotated_windows(item, src.width, src.height):
+            for region, area in annotated_areas(item, src.width, src.height):
+                crowns = item
+                if area is not None and not is_rectangle(area):
+                    used = centres_inside(item.boxes, [area])
+                    crowns = replace(item, boxes=item.boxes[used], labels=tuple(np.array(item.labels, dtype=object)[used]))
                 for w in window_grid(region.width, region.height, chip_size, overlap):
                     col, row = region.col_off + w.col_off, region.row_off + w.row_off
                     rio_window = RioWindow(col, row, w.width, w.height)
@@ -63,11 +69,14 @@ def export_training_set(
                     }
                     for key in ("blockxsize", "blockysize", "tiled"):
                         profile.pop(key, None)
+                    pixels = src.read(window=rio_window)
+                    if crowns is not item:  # outside the reviewed polygon nothing is known: black it out
+                        pixels = pixels * area_mask(area, Window(col, row, w.width, w.height), w.width, w.height)[None]
                     with rasterio.open(folder / "images" / name, "w", **profile) as dst:
-                        dst.write(src.read(window=rio_window))
-                    boxes, keep = crop_boxes(item.boxes, col, row, col + w.width, row + w.height)
+                        dst.write(pixels)
+                    boxes, keep = crop_boxes(crowns.boxes, col, row, col + w.width, row + w.height)
                     chip_path = f"images/{name}"
-                    chips.append(ImageAnnotations(chip_path, boxes, tuple(np.array(item.labels, dtype=object)[keep])))
+                    chips.append(ImageAnnotations(chip_path, boxes, tuple(np.array(crowns.labels, dtype=object)[keep])))
                     sizes[chip_path] = (w.width, w.height)
     csv_path, coco_path = folder / "annotations.csv", folder / "annotations_coco.json"
     write_deepforest_csv([c for c in chips if len(c.labels)], csv_path)

@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from shapely.geometry import box as rectangle
 
-from .annotations import ImageAnnotations, annotated_windows
-from .boxes import boxes_inside, crop_boxes, merge_window_detections
+from .annotations import ImageAnnotations, annotated_areas, crowns_in_areas
+from .areas import area_mask, centres_inside, is_rectangle
+from .boxes import crop_boxes, merge_window_detections
 from .checkpoint import LoadedModel, ModelMetadata, save_checkpoint, way_of_detecting
 from .errors import AnnotationError, Cancelled, CheckpointError
 from .evaluation import DEFAULT_IOU_THRESHOLD, evaluate
@@ -120,10 +122,16 @@ def load_samples(items: Sequence[ImageAnnotations], labels: Sequence[str], groun
             info = reader.info
             res = info.ground_resolution_m or (ground_resolution_m, ground_resolution_m)
             sx, sy = res[0] / ground_resolution_m, res[1] / ground_resolution_m
-            for window in annotated_windows(item, info.width, info.height):
+            for window, area in annotated_areas(item, info.width, info.height):
                 out_w, out_h = max(1, round(window.width * sx)), max(1, round(window.height * sy))
                 image, _valid = reader.read(window, out_w, out_h)
-                boxes = item.boxes.copy()
+                used = np.ones(len(item.labels), dtype=bool)
+                if area is not None and not is_rectangle(area):
+                    # Only the polygon is known: the rest of its bounding box is blacked out, like nodata.
+                    image = image * area_mask(area, window, out_w, out_h)[None]
+                    used = centres_inside(item.boxes, [area])
+                boxes = item.boxes[used]
+                box_labels = [label for label, keep in zip(item.labels, used) if keep]
                 boxes[:, [0, 2]] = (boxes[:, [0, 2]] - window.col_off) * (out_w / window.width)
                 boxes[:, [1, 3]] = (boxes[:, [1, 3]] - window.row_off) * (out_h / window.height)
                 keep_boxes, keep = crop_boxes(boxes, 0, 0, out_w, out_h)
@@ -132,7 +140,7 @@ def load_samples(items: Sequence[ImageAnnotations], labels: Sequence[str], groun
                         name=f"{Path(item.image_path).name}@{window.col_off},{window.row_off}",
                         image=torch.from_numpy(image),
                         boxes=torch.as_tensor(keep_boxes, dtype=torch.float32).reshape(-1, 4),
-                        labels=torch.as_tensor([index[item.labels[i]] for i in np.flatnonzero(keep)], dtype=torch.int64),
+                        labels=torch.as_tensor([index[box_labels[i]] for i in np.flatnonzero(keep)], dtype=torch.int64),
                     )
                 )
     return samples
@@ -269,13 +277,14 @@ def split_validation(items: Sequence[ImageAnnotations], share: float, seed: int)
     with RasterReader(item.image_path) as reader:
         width, height = reader.info.width, reader.info.height
     train_regions, val_regions = [], []
-    for w in annotated_windows(item, width, height):
+    for w, area in annotated_areas(item, width, height):
         cut = w.col_off + round(w.width * (1.0 - share))
-        train_regions.append([w.col_off, w.row_off, cut, w.row_end])
-        val_regions.append([cut, w.row_off, w.col_end, w.row_end])
+        left, right = rectangle(w.col_off, w.row_off, cut, w.row_end), rectangle(cut, w.row_off, w.col_end, w.row_end)
+        train_regions.append(left if area is None else area.intersection(left))
+        val_regions.append(right if area is None else area.intersection(right))
     return (
-        [replace(item, regions=np.array(train_regions, dtype=float))],
-        [replace(item, regions=np.array(val_regions, dtype=float))],
+        [replace(item, regions=tuple(a for a in train_regions if a.area > 0))],
+        [replace(item, regions=tuple(a for a in val_regions if a.area > 0))],
     )
 
 
@@ -302,9 +311,7 @@ def _parameter_groups(network: torch.nn.Module, settings: TrainingSettings) -> l
 
 def trainable_crowns(items: Sequence[ImageAnnotations]) -> int:
     """How many crowns training learns from: all of them, or those centred in the reviewed areas."""
-    return sum(
-        len(item.labels) if item.regions is None else int(boxes_inside(item.boxes, item.regions).sum()) for item in items
-    )
+    return sum(int(crowns_in_areas(item).sum()) for item in items)
 
 
 def check_labels(model: LoadedModel, items: Sequence[ImageAnnotations]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ from qgis.core import (
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
+from shapely import wkb as shapely_wkb
+from shapely.geometry.base import BaseGeometry
 
 from ..core.errors import AnnotationError, OutputError
 from ..core.prediction import Detections
@@ -129,6 +132,20 @@ def unique_path(path: Path) -> Path:
     return candidate
 
 
+def _geometries_in(layer: QgsVectorLayer, target_crs: QgsCoordinateReferenceSystem) -> Iterator[tuple[QgsFeature, QgsGeometry]]:
+    """Each feature with a geometry, and that geometry in ``target_crs``."""
+    transform = None
+    if target_crs.isValid() and layer.crs().isValid() and layer.crs() != target_crs:
+        transform = QgsCoordinateTransform(layer.crs(), target_crs, QgsProject.instance())
+    for feature in layer.getFeatures(QgsFeatureRequest()):
+        geometry = feature.geometry()
+        if geometry is None or geometry.isEmpty():
+            continue
+        if transform is not None:
+            geometry.transform(transform)
+        yield feature, geometry
+
+
 def layer_boxes(
     layer: QgsVectorLayer,
     target_crs: QgsCoordinateReferenceSystem,
@@ -142,17 +159,9 @@ def layer_boxes(
     Raises:
         AnnotationError: If a feature has no label and no default is known.
     """
-    transform = None
-    if target_crs.isValid() and layer.crs().isValid() and layer.crs() != target_crs:
-        transform = QgsCoordinateTransform(layer.crs(), target_crs, QgsProject.instance())
     has_field = bool(label_field) and layer.fields().indexOf(label_field) >= 0
     boxes, labels = [], []
-    for feature in layer.getFeatures(QgsFeatureRequest()):
-        geometry = feature.geometry()
-        if geometry is None or geometry.isEmpty():
-            continue
-        if transform is not None:
-            geometry.transform(transform)
+    for feature, geometry in _geometries_in(layer, target_crs):
         rect = geometry.boundingBox()
         label = feature[label_field] if has_field else default_label
         if label in (None, "") or (hasattr(label, "isNull") and label.isNull()):
@@ -164,3 +173,14 @@ def layer_boxes(
         boxes.append([rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()])
         labels.append(str(label))
     return np.array(boxes, dtype=float).reshape(-1, 4), tuple(labels)
+
+
+def layer_areas(layer: QgsVectorLayer, target_crs: QgsCoordinateReferenceSystem) -> list[BaseGeometry]:
+    """A polygon layer's features (reviewed areas, plots, stands) as shapely polygons in ``target_crs``."""
+    areas = []
+    for _feature, geometry in _geometries_in(layer, target_crs):
+        if geometry.type() != QgsWkbTypes.PolygonGeometry:
+            raise AnnotationError(f"layer '{layer.name()}' must hold polygons to mark areas; it holds {QgsWkbTypes.geometryDisplayString(geometry.type())}s")
+        area = shapely_wkb.loads(bytes(geometry.asWkb()))
+        areas.append(area if area.is_valid else area.buffer(0))
+    return areas

@@ -1,4 +1,4 @@
-"""Turning QGIS layers (rasters, crown boxes, reviewed areas) into the engine's training data."""
+"""Turning QGIS layers (rasters, crown boxes, reviewed-area polygons) into the engine's training data."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from qgis.core import QgsRasterLayer, QgsVectorLayer
 
 from ..core.annotations import ImageAnnotations, from_map_boxes
 from ..core.errors import AnnotationError
-from .layers import layer_boxes
+from .layers import layer_areas, layer_boxes
 
 
 def _on_extent(boxes, extent) -> list[int]:
@@ -40,14 +40,14 @@ def annotations_for_rasters(
         boxes, labels = layer_boxes(crowns, crs, label_field, default_label)
         extent = raster.extent()
         on_raster = _on_extent(boxes, extent)
-        region_boxes = None
+        areas = None
         if regions is not None:
-            all_regions, _ = layer_boxes(regions, crs, None, default_label="area")
-            region_boxes = all_regions[_on_extent(all_regions, extent)]
-        if not on_raster and (region_boxes is None or len(region_boxes) == 0):
+            all_areas = layer_areas(regions, crs)
+            areas = [all_areas[i] for i in _on_extent([a.bounds for a in all_areas], extent)]
+        if not on_raster and not areas:
             warnings.append(f"no crowns lie on raster '{raster.name()}'; it was left out")
             continue
-        items.append(from_map_boxes(raster.source(), boxes[on_raster], tuple(labels[i] for i in on_raster), region_boxes))
+        items.append(from_map_boxes(raster.source(), boxes[on_raster], tuple(labels[i] for i in on_raster), areas))
     if not items:
         raise AnnotationError(
             f"none of the {crowns.featureCount()} crowns of '{crowns.name()}' lie on the chosen raster(s); "

@@ -75,7 +75,8 @@ class ExportTrainingSetAlgorithm(QgsProcessingAlgorithm):
     def shortHelpString(self) -> str:
         return (
             "Cuts the rasters (only inside REGIONS, if given) into georeferenced GeoTIFF chips and writes their "
-            "crown boxes as DeepForest CSV (annotations.csv) and COCO JSON (annotations_coco.json), in chip pixels."
+            "crown boxes as DeepForest CSV (annotations.csv) and COCO JSON (annotations_coco.json), in chip pixels. "
+            "Where an area is not a rectangle, chip pixels outside it are black and crowns centred outside it left out."
         )
 
     def createInstance(self) -> "ExportTrainingSetAlgorithm":

@@ -21,10 +21,10 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..core.boxes import boxes_inside
+from ..core.areas import centres_inside
 from ..core.errors import TreecrownsError
 from ..core.evaluation import DEFAULT_IOU_THRESHOLD, evaluate
-from ..gis.layers import layer_boxes
+from ..gis.layers import layer_areas, layer_boxes
 from ..gis.resources import EVALUATION_STYLE
 from .styling import style_on_load
 
@@ -59,8 +59,8 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             "Scores predicted crowns against reference crowns with DeepForest's protocol: boxes are paired "
             "one-to-one (Hungarian matching on overlap) and a pair counts when its IoU is above the threshold "
             "(0.4 by default). Gives precision, recall and F1, and a layer of true positives, false positives "
-            "and missed crowns. With REGIONS, only crowns whose centre lies inside one of the areas "
-            "(their bounding boxes) are scored."
+            "and missed crowns. With REGIONS, only crowns whose centre lies inside one of the area polygons "
+            "are scored."
         )
 
     def createInstance(self) -> "EvaluateAlgorithm":
@@ -95,8 +95,11 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from exc
         regions = self.parameterAsVectorLayer(parameters, self.REGIONS, context)
         if regions is not None:
-            region_boxes, _ = layer_boxes(regions, crs, None, default_label="area")
-            keep_p, keep_r = boxes_inside(predicted_boxes, region_boxes), boxes_inside(reference_boxes, region_boxes)
+            try:
+                areas = layer_areas(regions, crs)
+            except TreecrownsError as exc:
+                raise QgsProcessingException(str(exc)) from exc
+            keep_p, keep_r = centres_inside(predicted_boxes, areas), centres_inside(reference_boxes, areas)
             predicted_boxes, predicted_labels = predicted_boxes[keep_p], tuple(np.array(predicted_labels, dtype=object)[keep_p])
             reference_boxes, reference_labels = reference_boxes[keep_r], tuple(np.array(reference_labels, dtype=object)[keep_r])
         if len(reference_boxes) == 0:

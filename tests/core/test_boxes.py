@@ -3,7 +3,6 @@
 import numpy as np
 import torch
 from torchvision.ops import batched_nms
-
 from treecrowns.core.boxes import class_aware_nms, intersections, merge_window_detections, overlapping_pairs
 
 

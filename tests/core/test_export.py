@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import rasterio
+from shapely.geometry import Polygon
 
 from synthetic import write_raster
 from treecrowns.core.annotations import ImageAnnotations, read_coco, read_deepforest_csv, write_coco
@@ -33,3 +34,16 @@ def test_coco_roundtrip(tmp_path):
     assert data["annotations"][0]["bbox"] == [1.0, 2.0, 10.0, 20.0]
     [again] = read_coco(tmp_path / "c.json")
     assert again.boxes.tolist() == item.boxes.tolist() and again.labels == ("Tree",)
+
+
+def test_export_of_a_polygon_area_blacks_out_what_lies_outside_it(tmp_path):
+    crowns = [(10, 10, 20), (70, 70, 20)]  # the second lies outside the triangle
+    raster = write_raster(tmp_path / "plot.tif", 100, 100, crowns)
+    boxes = np.array([[c, r, c + s, r + s] for c, r, s in crowns], dtype=float)
+    triangle = Polygon([(0, 0), (100, 0), (0, 100)])
+    item = ImageAnnotations(str(raster), boxes, ("Tree", "Tree"), regions=(triangle,))
+    summary = export_training_set([item], tmp_path / "export", chip_size=100)
+    assert (summary.chips, summary.crowns) == (1, 1)
+    with rasterio.open(tmp_path / "export" / "images" / "plot_0_0.tif") as chip:
+        pixels = chip.read()
+    assert pixels[:, 60:, 60:].max() == 0 and pixels[:, :30, :30].min() > 0

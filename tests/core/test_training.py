@@ -3,6 +3,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 import pytest
+from shapely.geometry import Polygon
 
 from synthetic import write_raster
 from treecrowns.core.annotations import ImageAnnotations
@@ -10,7 +11,7 @@ from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model
 from treecrowns.core.errors import AnnotationError, Cancelled, CheckpointError
 from treecrowns.core.model import lite_architecture
 from treecrowns.core.prediction import DetectionSettings, detect
-from treecrowns.core.training import TrainingSettings, train, whole_network
+from treecrowns.core.training import TrainingSettings, load_samples, train, trainable_crowns, whole_network
 from treecrowns.core.evaluation import evaluate
 
 
@@ -93,6 +94,21 @@ def test_only_crowns_inside_the_reviewed_areas_count(tmp_path):
         train(small_model(), [replace(item, regions=nowhere)], tmp_path / "none.safetensors", FAST)
 
 
+def test_outside_a_reviewed_polygon_nothing_is_learnt(tmp_path):
+    """An L-shaped reviewed area: the corner it leaves out of its bounding box is blacked out, its crowns unused."""
+    crowns = [(10, 10, 20), (90, 10, 20), (10, 90, 20), (90, 90, 20)]  # (col, row, side); the last lies in the cut-out
+    path = write_raster(tmp_path / "l.tif", 128, 128, crowns, seed=0)
+    boxes = np.array([[c, r, c + s, r + s] for c, r, s in crowns], dtype=float)
+    l_shape = Polygon([(0, 0), (128, 0), (128, 64), (64, 64), (64, 128), (0, 128)])
+    item = ImageAnnotations(str(path), boxes, ("Tree",) * 4, regions=(l_shape,))
+    assert trainable_crowns([item]) == 3
+    [sample] = load_samples([item], ("Tree",), 0.1)
+    image = sample.image.numpy()
+    assert image[:, 70:, 70:].max() == 0, "the cut-out corner is black"
+    assert image[:, 10:30, 90:110].min() > 0, "the reviewed part is as read"
+    assert sorted(sample.boxes.tolist()) == sorted(boxes[:3].tolist())
+
+
 @pytest.mark.slow
 def test_training_learns_to_find_synthetic_crowns(tmp_path):
     items = [scene(tmp_path, f"s{i}", i) for i in range(6)]
@@ -114,8 +130,12 @@ def test_a_single_raster_is_split_into_training_and_validation_strips(tmp_path):
 
     item = scene(tmp_path, "s0", 0)
     train_part, val_part = split_validation([item], 0.25, seed=0)
-    assert train_part[0].regions.tolist() == [[0, 0, 96, 128]]
-    assert val_part[0].regions.tolist() == [[96, 0, 128, 128]]
+    assert [a.bounds for a in train_part[0].regions] == [(0, 0, 96, 128)]
+    assert [a.bounds for a in val_part[0].regions] == [(96, 0, 128, 128)]
+    triangle = Polygon([(0, 0), (128, 0), (0, 128)])
+    train_part, val_part = split_validation([replace(item, regions=(triangle,))], 0.25, seed=0)
+    assert train_part[0].regions[0].area + val_part[0].regions[0].area == pytest.approx(triangle.area)
+    assert val_part[0].regions[0].bounds == (96, 0, 128, 32)
     big = scene(tmp_path, "big", 1, count=150, size=480)
     epochs = []
     result = train(small_model(), [big], tmp_path / "out.safetensors", FAST, on_epoch=epochs.append)

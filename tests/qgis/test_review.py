@@ -5,7 +5,7 @@ import numpy as np
 import processing
 import pytest
 import rasterio
-from qgis.core import QgsGeometry, QgsRasterLayer, QgsRectangle, QgsSymbolLayer, QgsVectorLayer
+from qgis.core import QgsGeometry, QgsPointXY, QgsRasterLayer, QgsRectangle, QgsSymbolLayer, QgsVectorLayer
 
 from qgis_layers import neon_crowns_layer
 from treecrowns.core.annotations import read_deepforest_csv
@@ -13,6 +13,7 @@ from treecrowns.core.errors import AnnotationError
 from treecrowns.gis import review
 from treecrowns.gis.import_export import export_layer_as_training_set, import_annotations
 from treecrowns.gis.layers import crown_features, crown_fields, open_crowns_layer, write_crown_layer
+from treecrowns.core.training import trainable_crowns
 from treecrowns.gis.training_data import annotations_for_rasters
 
 PLOT = "HARV_026.tif"
@@ -101,7 +102,38 @@ def test_training_uses_only_reviewed_areas(neon, tmp_path):
     raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
     mark_left_half_reviewed(reference, raster)
     [item], _ = annotations_for_rasters([raster], reference, "label", review.existing_reviewed_areas(reference))
-    assert np.allclose(item.regions, [[0.0, 0.0, 200.0, 400.0]])
+    assert np.allclose([a.bounds for a in item.regions], [(0.0, 0.0, 200.0, 400.0)])
+
+
+def test_a_reviewed_area_reshaped_into_a_triangle_is_used_as_a_triangle(neon, tmp_path):
+    """Areas edited with QGIS's own tools are any polygon: training and scoring follow its outline."""
+    reference = neon_crowns_layer(neon, [PLOT], tmp_path / "ref.gpkg")
+    raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
+    e = raster.extent()
+    areas = review.reviewed_areas_layer(reference)
+    review.mark_reviewed(areas, e, "now")
+    assert areas.commitChanges()
+    areas.startEditing()
+    [feature] = list(areas.getFeatures())
+    corners = [QgsPointXY(e.xMinimum(), e.yMaximum()), QgsPointXY(e.xMaximum(), e.yMaximum()), QgsPointXY(e.xMinimum(), e.yMinimum())]
+    areas.changeGeometry(feature.id(), QgsGeometry.fromPolygonXY([corners]))  # the upper-left half of the plot
+    assert areas.commitChanges()
+    [item], _ = annotations_for_rasters([raster], reference, "label", areas)
+    [triangle] = item.regions
+    assert np.allclose(triangle.bounds, (0.0, 0.0, 400.0, 400.0)) and triangle.area == pytest.approx(400 * 400 / 2)
+    centres = (item.boxes[:, :2] + item.boxes[:, 2:]) / 2
+    upper_left = int((centres.sum(axis=1) < 400).sum())
+    assert 0 < upper_left < len(item.boxes)
+    assert trainable_crowns([item]) == upper_left
+    predictions = neon_crowns_layer(neon, [PLOT], tmp_path / "pred.gpkg")
+    predictions.startEditing()
+    for f in predictions.getFeatures():  # every prediction outside the triangle is wrong
+        c = f.geometry().centroid().asPoint()
+        if (c.x() - e.xMinimum()) + (e.yMaximum() - c.y()) > e.width():
+            predictions.translateFeature(f.id(), 0, 1000)
+    predictions.commitChanges()
+    inside = processing.run("treecrowns:evaluate", {"PREDICTIONS": predictions, "GROUND_TRUTH": reference, "REGIONS": areas, "OUTPUT": "memory:"})
+    assert inside["F1"] == pytest.approx(1.0)
 
 
 def test_import_deepforest_csv_puts_boxes_on_the_raster(neon, tmp_path):
