@@ -14,6 +14,11 @@ Every plot of the left-out site is then detected through the engine at 0.05, 0.1
 output/leave-one-site-out/pictures/SITE/. Prints the table (the mean is over the four
 sites' F1) and writes output/leave-one-site-out/summary.json; ``--json
 resources/models/leave-one-site-out.json`` records it for the model card.
+
+To measure a change of recipe against the bundled one, train it in its own folder:
+
+    .venv/bin/python scripts/leave_one_site_out.py --train --sites SJER,OSBS \
+        --folder output/loso-wide-scale --recipe "--scale-jitter 0.6,1.6"
 """
 
 from __future__ import annotations
@@ -39,28 +44,32 @@ FOLDER = REPO / "output" / "leave-one-site-out"
 RESOLUTIONS = (0.05, 0.1, 0.2)
 
 
-def checkpoint_for(site: str) -> Path:
-    return FOLDER / f"without-{site}.safetensors"
+def checkpoint_for(folder: Path, site: str) -> Path:
+    return folder / f"without-{site}.safetensors"
 
 
-def train_missing(sites: list[str], jobs: int) -> None:
-    """Train the leave-one-out checkpoints that do not exist yet, ``jobs`` at a time."""
-    missing = [site for site in sites if not checkpoint_for(site).exists()]
-    FOLDER.mkdir(parents=True, exist_ok=True)
+def train_missing(folder: Path, sites: list[str], jobs: int, recipe: list[str]) -> None:
+    """Train the leave-one-out checkpoints that do not exist yet, ``jobs`` at a time.
+
+    ``recipe`` is extra options for train_bundled_model.py (to try a change of recipe in its own folder).
+    """
+    missing = [site for site in sites if not checkpoint_for(folder, site).exists()]
+    folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     running: list[subprocess.Popen] = []
     for site in missing:
         while len(running) >= jobs:
             running.pop(0).wait()
-        log = open(FOLDER / f"without-{site}.log", "w")
+        log = open(folder / f"without-{site}.log", "w")
         print(f"training without {site} (log: {log.name})", flush=True)
-        command = [sys.executable, str(REPO / "scripts" / "train_bundled_model.py"), "--leave-out-site", site]
+        command = [sys.executable, str(REPO / "scripts" / "train_bundled_model.py"), "--leave-out-site", site,
+                   "--output", str(checkpoint_for(folder, site)), *recipe]
         running.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
     for process in running:
         process.wait()
-    failed = [site for site in missing if not checkpoint_for(site).exists()]
+    failed = [site for site in missing if not checkpoint_for(folder, site).exists()]
     if failed:
-        raise SystemExit(f"training failed for {failed}; see {FOLDER}/without-SITE.log")
+        raise SystemExit(f"training failed for {failed}; see {folder}/without-SITE.log")
 
 
 def main() -> None:
@@ -70,33 +79,36 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="train the missing leave-one-out checkpoints first")
     parser.add_argument("--jobs", type=int, default=2, help="trainings at a time with --train")
     parser.add_argument("--json", type=Path, help="also merge the figures into this file (sites not scored now keep theirs)")
+    parser.add_argument("--folder", type=Path, default=FOLDER, help="where the leave-one-out checkpoints, logs and pictures go")
+    parser.add_argument("--recipe", default="", help='extra train_bundled_model.py options, e.g. "--scale-jitter 0.6,1.6"')
     args = parser.parse_args()
 
     sites = args.sites.split(",")
+    folder = args.folder.resolve()
     if args.train:
-        train_missing(sites, args.jobs)
-    absent = [str(checkpoint_for(site)) for site in sites if not checkpoint_for(site).exists()]
+        train_missing(folder, sites, args.jobs, args.recipe.split())
+    absent = [str(checkpoint_for(folder, site)) for site in sites if not checkpoint_for(folder, site).exists()]
     if absent:
         raise SystemExit(f"missing checkpoint(s) {absent}; run with --train")
     items = {Path(i.image_path).name: i for i in read_deepforest_csv(args.data / "annotations.csv")}
     summary: dict = {}
     with tempfile.TemporaryDirectory() as scratch:
         for site in sites:
-            model = load_checkpoint(checkpoint_for(site))
-            history = json.loads(checkpoint_for(site).with_suffix(".history.json").read_text())
+            model = load_checkpoint(checkpoint_for(folder, site))
+            history = json.loads(checkpoint_for(folder, site).with_suffix(".history.json").read_text())
             names = plot_names(model, items, f"site:{site}")
             row = {"best_epoch": history["best_epoch"], "minutes": history["minutes"],
                    "views": "four" if model.metadata.test_time_augmentation else "one",
                    "score_threshold": model.metadata.score_threshold}
             for resolution in RESOLUTIONS:
-                pictures = FOLDER / "pictures" / site if resolution == 0.1 else None
+                pictures = folder / "pictures" / site if resolution == 0.1 else None
                 row[f"{resolution:g}"] = score_plots(model, items, names, resolution, Path(scratch), pictures)[site]
             # The other way of detecting, at its own calibrated threshold, for comparison.
             other = DetectionSettings(test_time_augmentation=not model.metadata.test_time_augmentation)
             row["other_views_0.1"] = score_plots(model, items, names, 0.1, Path(scratch), None, other)[site]
             summary[site] = row
             print(f"{site}: {json.dumps(row)}", flush=True)
-    (FOLDER / "summary.json").write_text(json.dumps(summary, indent=2))
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     if args.json:
         recorded = json.loads(args.json.read_text()) if args.json.exists() else {}
         args.json.write_text(json.dumps({**recorded, **summary}, indent=2, sort_keys=True))

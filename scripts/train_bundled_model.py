@@ -78,7 +78,12 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trunk", default="compact", choices=["compact", "resnet18"])
+    parser.add_argument("--scale-jitter", default="0.8,1.25",
+                        help="smallest,largest zoom of a training patch (crowns look this much smaller or larger)")
     args = parser.parse_args()
+    scale_jitter = tuple(float(v) for v in args.scale_jitter.split(","))
+    if len(scale_jitter) != 2 or not 0 < scale_jitter[0] <= scale_jitter[1]:
+        raise SystemExit(f"--scale-jitter needs two numbers low,high with 0 < low <= high, got {args.scale_jitter!r}")
 
     import torch
 
@@ -95,6 +100,7 @@ def main() -> None:
         learning_rate=args.learning_rate,
         steps_per_epoch=args.steps,
         warmup_steps=100,
+        scale_jitter=scale_jitter,
         seed=args.seed,
     ))  # from scratch: every layer and BatchNorm statistic learns
     command = "python scripts/train_bundled_model.py " + " ".join(sys.argv[1:])
