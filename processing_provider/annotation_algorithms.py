@@ -6,7 +6,6 @@ from pathlib import Path
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingParameterFile,
@@ -22,27 +21,20 @@ from ..core.errors import TreecrownsError
 from ..core.export import export_training_set
 from ..gis.import_export import import_annotations
 from ..gis.training_data import annotations_for_rasters
+from .base import TreecrownsAlgorithm, areas_parameter
 
 
-class ImportAnnotationsAlgorithm(QgsProcessingAlgorithm):
+class ImportAnnotationsAlgorithm(TreecrownsAlgorithm):
     ANNOTATIONS = "ANNOTATIONS"
     RASTER = "RASTER"
     OUTPUT = "OUTPUT"
 
-    def name(self) -> str:
-        return "import_annotations"
-
-    def displayName(self) -> str:
-        return "Import crown annotations"
-
-    def shortHelpString(self) -> str:
-        return (
-            "Makes a crown review layer (GeoPackage, status 'confirmed') from a DeepForest CSV, Pascal VOC XML or "
-            "COCO JSON file, whose pixel boxes are placed on RASTER through its georeferencing."
-        )
-
-    def createInstance(self) -> "ImportAnnotationsAlgorithm":
-        return ImportAnnotationsAlgorithm()
+    NAME = "import_annotations"
+    TITLE = "Import crown annotations"
+    HELP = (
+        "Makes a crown review layer (GeoPackage, status 'confirmed') from a DeepForest CSV, Pascal VOC XML or "
+        "COCO JSON file, whose pixel boxes are placed on RASTER through its georeferencing."
+    )
 
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterFile(self.ANNOTATIONS, "Annotation file", fileFilter="Annotations (*.csv *.xml *.json)"))
@@ -59,35 +51,25 @@ class ImportAnnotationsAlgorithm(QgsProcessingAlgorithm):
         return {self.OUTPUT: str(path)}
 
 
-class ExportTrainingSetAlgorithm(QgsProcessingAlgorithm):
+class ExportTrainingSetAlgorithm(TreecrownsAlgorithm):
     ANNOTATIONS = "ANNOTATIONS"
     RASTERS = "RASTERS"
     REGIONS = "REGIONS"
     CHIP_SIZE = "CHIP_SIZE"
     OUTPUT = "OUTPUT"
 
-    def name(self) -> str:
-        return "export_training_set"
-
-    def displayName(self) -> str:
-        return "Export crowns as a training set"
-
-    def shortHelpString(self) -> str:
-        return (
-            "Cuts the rasters (only inside REGIONS, if given) into georeferenced GeoTIFF chips and writes their "
-            "crown boxes as DeepForest CSV (annotations.csv) and COCO JSON (annotations_coco.json), in chip pixels. "
-            "Where an area is not a rectangle, chip pixels outside it are black and crowns centred outside it left out."
-        )
-
-    def createInstance(self) -> "ExportTrainingSetAlgorithm":
-        return ExportTrainingSetAlgorithm()
+    NAME = "export_training_set"
+    TITLE = "Export crowns as a training set"
+    HELP = (
+        "Cuts the rasters (only inside REGIONS, if given) into georeferenced GeoTIFF chips and writes their "
+        "crown boxes as DeepForest CSV (annotations.csv) and COCO JSON (annotations_coco.json), in chip pixels. "
+        "Where an area is not a rectangle, chip pixels outside it are black and crowns centred outside it left out."
+    )
 
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterVectorLayer(self.ANNOTATIONS, "Crowns", [QgsProcessing.TypeVectorPolygon]))
         self.addParameter(QgsProcessingParameterMultipleLayers(self.RASTERS, "Orthophotos", QgsProcessing.TypeRaster))
-        self.addParameter(
-            QgsProcessingParameterVectorLayer(self.REGIONS, "Fully annotated areas", [QgsProcessing.TypeVectorPolygon], optional=True)
-        )
+        self.addParameter(areas_parameter(self.REGIONS))
         self.addParameter(QgsProcessingParameterNumber(self.CHIP_SIZE, "Chip size (pixels)", QgsProcessingParameterNumber.Integer, 400, False, 32, 8192))
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Training set folder"))
         self.addOutput(QgsProcessingOutputNumber("CHIPS", "Chips written"))

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-
 from qgis.core import (
     QgsFeatureSink,
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
@@ -21,10 +19,11 @@ from qgis.core import (
 
 from ..core.checkpoint import load_checkpoint
 from ..core.errors import Cancelled, TreecrownsError
-from ..core.prediction import Device, DetectionSettings, detect, uses_views
+from ..core.prediction import DetectionSettings, Device, detect, uses_views
 from ..gis.feedback import from_processing
 from ..gis.layers import crown_fields, detection_features, detections_crs
 from ..gis.resources import CROWNS_STYLE, model_path_or_bundled
+from .base import TreecrownsAlgorithm
 from .styling import style_on_load
 
 DEVICES = [Device.AUTO, Device.CPU, Device.CUDA]
@@ -32,7 +31,7 @@ DEVICES = [Device.AUTO, Device.CPU, Device.CUDA]
 VIEW_CHOICES = [None, False, True]
 
 
-class DetectAlgorithm(QgsProcessingAlgorithm):
+class DetectAlgorithm(TreecrownsAlgorithm):
     INPUT = "INPUT"
     MODEL = "MODEL"
     OUTPUT = "OUTPUT"
@@ -47,24 +46,16 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
     VIEWS = "VIEWS"
     CROWN_COUNT = "CROWN_COUNT"
 
-    def name(self) -> str:
-        return "detect"
-
-    def displayName(self) -> str:
-        return "Detect tree crowns"
-
-    def shortHelpString(self) -> str:
-        return (
-            "Finds individual tree crowns in an RGB orthophoto with a RetinaNet detector and writes one box per "
-            "crown, with its score and label, in the raster's CRS. MODEL is a treecrowns checkpoint or a "
-            "DeepForest model; leave it empty for the bundled model. Thresholds and patch size of 0 mean "
-            "'as the checkpoint says'. The raster is resampled to the model's ground resolution unless RESAMPLE is off. "
-            "VIEWS: the model can also look at every patch turned four ways and fuse what it finds, "
-            "several times slower and usually more accurate; the checkpoint says which way it was calibrated for."
-        )
-
-    def createInstance(self) -> "DetectAlgorithm":
-        return DetectAlgorithm()
+    NAME = "detect"
+    TITLE = "Detect tree crowns"
+    HELP = (
+        "Finds individual tree crowns in an RGB orthophoto with a RetinaNet detector and writes one box per "
+        "crown, with its score and label, in the raster's CRS. MODEL is a treecrowns checkpoint or a "
+        "DeepForest model; leave it empty for the bundled model. Thresholds and patch size of 0 mean "
+        "'as the checkpoint says'. The raster is resampled to the model's ground resolution unless RESAMPLE is off. "
+        "VIEWS: the model can also look at every patch turned four ways and fuse what it finds, "
+        "several times slower and usually more accurate; the checkpoint says which way it was calibrated for."
+    )
 
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Orthophoto (RGB)"))

@@ -10,7 +10,6 @@ from qgis.core import (
     QgsFields,
     QgsGeometry,
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSink,
@@ -26,6 +25,7 @@ from ..core.errors import TreecrownsError
 from ..core.evaluation import DEFAULT_IOU_THRESHOLD, evaluate
 from ..gis.layers import layer_areas, layer_boxes
 from ..gis.resources import EVALUATION_STYLE
+from .base import TreecrownsAlgorithm, areas_parameter
 from .styling import style_on_load
 
 OUTCOME_TRUE_POSITIVE = "true positive"
@@ -41,39 +41,27 @@ def outcome_fields() -> QgsFields:
     return fields
 
 
-class EvaluateAlgorithm(QgsProcessingAlgorithm):
+class EvaluateAlgorithm(TreecrownsAlgorithm):
     PREDICTIONS = "PREDICTIONS"
     GROUND_TRUTH = "GROUND_TRUTH"
     REGIONS = "REGIONS"
     IOU_THRESHOLD = "IOU_THRESHOLD"
     OUTPUT = "OUTPUT"
 
-    def name(self) -> str:
-        return "evaluate"
-
-    def displayName(self) -> str:
-        return "Evaluate crown detections"
-
-    def shortHelpString(self) -> str:
-        return (
-            "Scores predicted crowns against reference crowns with DeepForest's protocol: boxes are paired "
-            "one-to-one (Hungarian matching on overlap) and a pair counts when its IoU is above the threshold "
-            "(0.4 by default). Gives precision, recall and F1, and a layer of true positives, false positives "
-            "and missed crowns. With REGIONS, only crowns whose centre lies inside one of the area polygons "
-            "are scored."
-        )
-
-    def createInstance(self) -> "EvaluateAlgorithm":
-        return EvaluateAlgorithm()
+    NAME = "evaluate"
+    TITLE = "Evaluate crown detections"
+    HELP = (
+        "Scores predicted crowns against reference crowns with DeepForest's protocol: boxes are paired "
+        "one-to-one (Hungarian matching on overlap) and a pair counts when its IoU is above the threshold "
+        "(0.4 by default). Gives precision, recall and F1, and a layer of true positives, false positives "
+        "and missed crowns. With REGIONS, only crowns whose centre lies inside one of the area polygons "
+        "are scored."
+    )
 
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterVectorLayer(self.PREDICTIONS, "Predicted crowns", [QgsProcessing.TypeVectorPolygon]))
         self.addParameter(QgsProcessingParameterVectorLayer(self.GROUND_TRUTH, "Reference crowns", [QgsProcessing.TypeVectorPolygon]))
-        self.addParameter(
-            QgsProcessingParameterVectorLayer(
-                self.REGIONS, "Only inside these areas (e.g. reviewed areas)", [QgsProcessing.TypeVectorPolygon], optional=True
-            )
-        )
+        self.addParameter(areas_parameter(self.REGIONS, "Only inside these areas (e.g. reviewed areas)"))
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.IOU_THRESHOLD, "IoU a match must exceed", QgsProcessingParameterNumber.Double, DEFAULT_IOU_THRESHOLD, False, 0.0, 1.0

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
@@ -25,10 +24,11 @@ from ..core.training import TrainingSettings, train, trainable_crowns, whole_net
 from ..gis.feedback import from_processing
 from ..gis.resources import model_path_or_bundled
 from ..gis.training_data import annotations_for_rasters
+from .base import TreecrownsAlgorithm, areas_parameter
 from .detect_algorithm import DEVICES
 
 
-class TrainAlgorithm(QgsProcessingAlgorithm):
+class TrainAlgorithm(TreecrownsAlgorithm):
     RASTERS = "RASTERS"
     ANNOTATIONS = "ANNOTATIONS"
     LABEL_FIELD = "LABEL_FIELD"
@@ -43,23 +43,15 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
     WHOLE_NETWORK = "WHOLE_NETWORK"
     OUTPUT_MODEL = "OUTPUT_MODEL"
 
-    def name(self) -> str:
-        return "train"
-
-    def displayName(self) -> str:
-        return "Train tree-crown model"
-
-    def shortHelpString(self) -> str:
-        return (
-            "Retrains a detector on crown boxes drawn or corrected in QGIS. ANNOTATIONS is a layer of crown "
-            "boxes (its 'label' field gives the class; without one, the base model's only class is used). "
-            "REGIONS, if given, are polygons of fully annotated areas: only crowns inside them are used and "
-            "everything else inside them counts as background. Whole rasters are held out for validation when "
-            "there are several. The best epoch is written to OUTPUT_MODEL."
-        )
-
-    def createInstance(self) -> "TrainAlgorithm":
-        return TrainAlgorithm()
+    NAME = "train"
+    TITLE = "Train tree-crown model"
+    HELP = (
+        "Retrains a detector on crown boxes drawn or corrected in QGIS. ANNOTATIONS is a layer of crown "
+        "boxes (its 'label' field gives the class; without one, the base model's only class is used). "
+        "REGIONS, if given, are polygons of fully annotated areas: only crowns inside them are used and "
+        "everything else inside them counts as background. Whole rasters are held out for validation when "
+        "there are several. The best epoch is written to OUTPUT_MODEL."
+    )
 
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterMultipleLayers(self.RASTERS, "Orthophotos", QgsProcessing.TypeRaster))
@@ -67,9 +59,7 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(
             QgsProcessingParameterField(self.LABEL_FIELD, "Label field", "label", self.ANNOTATIONS, optional=True)
         )
-        self.addParameter(
-            QgsProcessingParameterVectorLayer(self.REGIONS, "Fully annotated areas", [QgsProcessing.TypeVectorPolygon], optional=True)
-        )
+        self.addParameter(areas_parameter(self.REGIONS))
         self.addParameter(
             QgsProcessingParameterFile(self.BASE_MODEL, "Base model (empty: bundled model)", optional=True, fileFilter="Checkpoints (*.safetensors *.pt *.pth *.ckpt)")
         )
