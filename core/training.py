@@ -26,7 +26,7 @@ from .annotations import ImageAnnotations, annotated_areas, crowns_in_areas
 from .areas import area_mask, centres_inside, is_rectangle
 from .boxes import crop_boxes, merge_window_detections
 from .checkpoint import LoadedModel, ModelMetadata, save_checkpoint, way_of_detecting
-from .errors import AnnotationError, Cancelled, CheckpointError
+from .errors import AnnotationError, Cancelled, CheckpointError, TreecrownsError
 from .evaluation import DEFAULT_IOU_THRESHOLD, evaluate
 from .prediction import Device, ProgressCallback, StopCheck, fit_input_size, predict_images, resolve_device
 from .raster import RasterReader
@@ -54,6 +54,9 @@ class TrainingSettings:
     validation_share: float = 0.2
     warmup_steps: int = 50
     scale_jitter: tuple[float, float] = (0.8, 1.25)
+    # Multiplies the colour jitter's ranges (brightness and contrast +-25 %, saturation +-30 %,
+    # per-channel gain +-10 % at 1.0): sites and flights differ in colour.
+    colour_jitter: float = 1.0
     augment: bool = True
     # Fine-tuning on one site: keep the trunk and its BatchNorm statistics as learnt on many
     # sites, and train only the FPN and heads. One corrected plot is too little to retrain
@@ -63,6 +66,24 @@ class TrainingSettings:
     trunk_learning_rate_factor: float = 0.0
     seed: int = 0
     device: Device = Device.AUTO
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"batch size must be at least 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            problems.append(f"learning rate must be above 0, got {self.learning_rate}")
+        if not 0 <= self.validation_share < 1:
+            problems.append(f"validation share must be a fraction from 0 to below 1, got {self.validation_share}")
+        low, high = self.scale_jitter
+        if not 0 < low <= high:
+            problems.append(f"scale jitter must be two zooms 0 < low <= high, got {self.scale_jitter}")
+        if not 0 <= self.colour_jitter <= 3:
+            problems.append(f"colour jitter must be a strength from 0 to 3 (1 is the default), got {self.colour_jitter}")
+        if problems:
+            raise TreecrownsError("; ".join(problems))
 
 
 def whole_network(settings: TrainingSettings) -> TrainingSettings:
@@ -162,7 +183,7 @@ def _random_patch(sample: _Sample, patch: int, settings: TrainingSettings, rng: 
     boxes_t = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) * (patch / crop)
     if settings.augment:
         image, boxes_t = _flip_and_transpose(image, boxes_t, patch, rng)
-        image = _colour_jitter(image, rng)
+        image = _colour_jitter(image, rng, settings.colour_jitter)
     return image, {"boxes": boxes_t, "labels": labels}
 
 
@@ -179,12 +200,12 @@ def _flip_and_transpose(image: torch.Tensor, boxes: torch.Tensor, size: int, rng
     return image.contiguous(), boxes
 
 
-def _colour_jitter(image: torch.Tensor, rng: random.Random) -> torch.Tensor:
+def _colour_jitter(image: torch.Tensor, rng: random.Random, strength: float = 1.0) -> torch.Tensor:
     """Brightness, contrast, saturation and per-channel gain: sites and flights differ in colour."""
-    brightness = rng.uniform(0.75, 1.25)
-    contrast = rng.uniform(0.75, 1.25)
-    saturation = rng.uniform(0.7, 1.3)
-    gains = torch.tensor([rng.uniform(0.9, 1.1) for _ in range(3)])[:, None, None]
+    brightness = rng.uniform(1 - 0.25 * strength, 1 + 0.25 * strength)
+    contrast = rng.uniform(1 - 0.25 * strength, 1 + 0.25 * strength)
+    saturation = rng.uniform(1 - 0.3 * strength, 1 + 0.3 * strength)
+    gains = torch.tensor([rng.uniform(1 - 0.1 * strength, 1 + 0.1 * strength) for _ in range(3)])[:, None, None]
     grey = image.mean(dim=0, keepdim=True)
     image = grey + (image - grey) * saturation
     image = (image - image.mean()) * contrast + image.mean()

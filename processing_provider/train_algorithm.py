@@ -97,13 +97,16 @@ class TrainAlgorithm(TreecrownsAlgorithm):
             output = output.with_suffix(".safetensors")
         if not rasters:
             raise QgsProcessingException("choose at least one orthophoto to train on")
-        settings = TrainingSettings(
-            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
-            learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            validation_share=self.parameterAsDouble(parameters, self.VALIDATION_SHARE, context),
-            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-        )
+        try:
+            settings = TrainingSettings(
+                epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
+                learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
+                batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+                validation_share=self.parameterAsDouble(parameters, self.VALIDATION_SHARE, context),
+                device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            )
+        except TreecrownsError as exc:
+            raise QgsProcessingException(str(exc)) from exc
         if self.parameterAsBool(parameters, self.WHOLE_NETWORK, context):
             settings = whole_network(settings)
         progress, should_stop = from_processing(feedback)

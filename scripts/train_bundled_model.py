@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO / "build" / "plugins"))
 
 from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
 from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model, save_checkpoint  # noqa: E402
+from treecrowns.core.errors import TreecrownsError  # noqa: E402
 from treecrowns.core.model import lite_architecture  # noqa: E402
 from treecrowns.core.training import TrainingSettings, calibrate_inference, train, whole_network  # noqa: E402
 
@@ -80,10 +81,13 @@ def main() -> None:
     parser.add_argument("--trunk", default="compact", choices=["compact", "resnet18"])
     parser.add_argument("--scale-jitter", default="0.8,1.25",
                         help="smallest,largest zoom of a training patch (crowns look this much smaller or larger)")
+    parser.add_argument("--colour-jitter", type=float, default=1.0,
+                        help="strength of the colour jitter (1: brightness and contrast +-25 %%, saturation +-30 %%, "
+                        "per-channel gain +-10 %%; 2 doubles every range)")
     args = parser.parse_args()
     scale_jitter = tuple(float(v) for v in args.scale_jitter.split(","))
-    if len(scale_jitter) != 2 or not 0 < scale_jitter[0] <= scale_jitter[1]:
-        raise SystemExit(f"--scale-jitter needs two numbers low,high with 0 < low <= high, got {args.scale_jitter!r}")
+    if len(scale_jitter) != 2:
+        raise SystemExit(f"--scale-jitter needs two numbers low,high, got {args.scale_jitter!r}")
 
     import torch
 
@@ -94,15 +98,19 @@ def main() -> None:
         loso = REPO / "output" / "leave-one-site-out" / f"without-{args.leave_out_site}.safetensors"
         args.output = OUTPUT if args.leave_out_site is None else loso
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    settings = whole_network(TrainingSettings(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        steps_per_epoch=args.steps,
-        warmup_steps=100,
-        scale_jitter=scale_jitter,
-        seed=args.seed,
-    ))  # from scratch: every layer and BatchNorm statistic learns
+    try:
+        settings = whole_network(TrainingSettings(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            steps_per_epoch=args.steps,
+            warmup_steps=100,
+            scale_jitter=scale_jitter,
+            colour_jitter=args.colour_jitter,
+            seed=args.seed,
+        ))  # from scratch: every layer and BatchNorm statistic learns
+    except TreecrownsError as exc:
+        raise SystemExit(str(exc)) from exc
     command = "python scripts/train_bundled_model.py " + " ".join(sys.argv[1:])
     metadata = ModelMetadata(
         architecture=lite_architecture(trunk=args.trunk),

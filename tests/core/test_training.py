@@ -8,7 +8,7 @@ from shapely.geometry import Polygon
 from synthetic import write_raster
 from treecrowns.core.annotations import ImageAnnotations
 from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model
-from treecrowns.core.errors import AnnotationError, Cancelled, CheckpointError
+from treecrowns.core.errors import AnnotationError, Cancelled, CheckpointError, TreecrownsError
 from treecrowns.core.model import lite_architecture
 from treecrowns.core.prediction import DetectionSettings, detect
 from treecrowns.core.training import TrainingSettings, load_samples, train, trainable_crowns, whole_network
@@ -171,3 +171,28 @@ def test_fine_tuning_defaults_keep_the_trunk_and_its_batchnorm_statistics(tmp_pa
     trained = load_checkpoint(tmp_path / "all.safetensors").network.backbone.body.state_dict()
     statistics = next(k for k in trunk_before if k.endswith("running_mean"))
     assert not torch.equal(trained[statistics], trunk_before[statistics]), "training from scratch moves everything"
+
+
+def test_settings_a_user_could_mistype_are_refused_with_what_to_change():
+    with pytest.raises(TreecrownsError, match="epochs must be at least 1.*learning rate must be above 0"):
+        TrainingSettings(epochs=0, learning_rate=0.0)
+    with pytest.raises(TreecrownsError, match="validation share"):
+        TrainingSettings(validation_share=1.0)
+    with pytest.raises(TreecrownsError, match="scale jitter"):
+        TrainingSettings(scale_jitter=(1.5, 0.5))
+
+
+def test_colour_jitter_strength_widens_the_colour_changes():
+    from random import Random
+
+    from treecrowns.core.training import _colour_jitter
+
+    grey = torch.full((3, 8, 8), 0.5)
+
+    def brightness_spread(strength):
+        means = [_colour_jitter(grey, Random(seed), strength).mean().item() for seed in range(200)]
+        return max(means) - min(means)
+
+    assert _colour_jitter(grey, Random(0), 0.0).equal(grey)
+    assert brightness_spread(2.0) > 1.6 * brightness_spread(1.0)
+    assert 0.0 <= _colour_jitter(torch.rand(3, 8, 8), Random(1), 3.0).min()
