@@ -180,7 +180,10 @@ def layer_areas(layer: QgsVectorLayer, target_crs: QgsCoordinateReferenceSystem)
     areas = []
     for _feature, geometry in _geometries_in(layer, target_crs):
         if geometry.type() != QgsWkbTypes.PolygonGeometry:
-            raise AnnotationError(f"layer '{layer.name()}' must hold polygons to mark areas; it holds {QgsWkbTypes.geometryDisplayString(geometry.type())}s")
+            kind = QgsWkbTypes.geometryDisplayString(geometry.type()).lower()
+            raise AnnotationError(f"layer '{layer.name()}' holds {kind}s; areas must be polygons")
+        if QgsWkbTypes.isCurvedType(geometry.wkbType()):
+            geometry.convertToStraightSegment()
         area = shapely_wkb.loads(bytes(geometry.asWkb()))
         areas.append(area if area.is_valid else area.buffer(0))
     return areas

@@ -212,3 +212,23 @@ def test_import_and_export_as_processing_algorithms(neon, tmp_path):
                                                                  "OUTPUT": str(tmp_path / "set")})
     assert exported["CHIPS"] == 1 and exported["CROWNS"] == 35
     assert (tmp_path / "set" / "annotations.csv").exists()
+
+
+def test_areas_may_be_curved_polygons_but_not_points():
+    from qgis.core import QgsCoordinateReferenceSystem, QgsFeature
+
+    from treecrowns.gis.layers import layer_areas
+
+    def memory_layer(kind, wkt):
+        layer = QgsVectorLayer(f"{kind}?crs=EPSG:32618", "areas", "memory")
+        feature = QgsFeature()
+        feature.setGeometry(QgsGeometry.fromWkt(wkt))
+        layer.dataProvider().addFeatures([feature])
+        return layer
+
+    utm = QgsCoordinateReferenceSystem("EPSG:32618")
+    circle = memory_layer("CurvePolygon", "CurvePolygon(CircularString(0 0, 10 10, 20 0, 10 -10, 0 0))")
+    [area] = layer_areas(circle, utm)
+    assert area.geom_type == "Polygon" and area.area == pytest.approx(np.pi * 100, rel=0.01)
+    with pytest.raises(AnnotationError, match="holds points; areas must be polygons"):
+        layer_areas(memory_layer("Point", "Point(1 1)"), utm)
