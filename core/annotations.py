@@ -12,13 +12,13 @@ import math
 import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from shapely.geometry.base import BaseGeometry
 
-from .areas import areas_to_pixels, as_areas, centres_inside
+from .areas import areas_to_pixels, as_areas, centres_inside, is_rectangle
 from .errors import AnnotationError
 from .raster import RasterInfo, RasterReader
 from .tiling import Window
@@ -66,6 +66,17 @@ def annotated_areas(item: ImageAnnotations, width: int, height: int) -> list[tup
         if c1 - c0 >= 2 and r1 - r0 >= 2:
             found.append((Window(c0, r0, c1 - c0, r1 - r0), area))
     return found
+
+
+def outline_of(area: BaseGeometry | None) -> BaseGeometry | None:
+    """The area when it is a polygon that does not fill its bounding box, else None (nothing to black out)."""
+    return area if area is not None and not is_rectangle(area) else None
+
+
+def crowns_centred_in(item: ImageAnnotations, area: BaseGeometry) -> ImageAnnotations:
+    """``item`` with only the crowns whose centre lies inside ``area``."""
+    used = centres_inside(item.boxes, [area])
+    return replace(item, boxes=item.boxes[used], labels=tuple(label for label, keep in zip(item.labels, used) if keep))
 
 
 def crowns_in_areas(item: ImageAnnotations) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +10,8 @@ import rasterio
 from rasterio.windows import Window as RioWindow
 from rasterio.windows import transform as window_transform
 
-from .annotations import ImageAnnotations, annotated_areas, write_coco, write_deepforest_csv
-from .areas import area_mask, centres_inside, is_rectangle
+from .annotations import ImageAnnotations, annotated_areas, crowns_centred_in, outline_of, write_coco, write_deepforest_csv
+from .areas import area_mask
 from .boxes import crop_boxes
 from .errors import AnnotationError, OutputError
 from .tiling import Window, window_grid
@@ -51,10 +51,8 @@ def export_training_set(
     for item in items:
         with rasterio.open(item.image_path) as src:
             for region, area in annotated_areas(item, src.width, src.height):
-                crowns = item
-                if area is not None and not is_rectangle(area):
-                    used = centres_inside(item.boxes, [area])
-                    crowns = replace(item, boxes=item.boxes[used], labels=tuple(np.array(item.labels, dtype=object)[used]))
+                outline = outline_of(area)
+                crowns = item if outline is None else crowns_centred_in(item, outline)
                 for w in window_grid(region.width, region.height, chip_size, overlap):
                     col, row = region.col_off + w.col_off, region.row_off + w.row_off
                     rio_window = RioWindow(col, row, w.width, w.height)
@@ -70,8 +68,8 @@ def export_training_set(
                     for key in ("blockxsize", "blockysize", "tiled"):
                         profile.pop(key, None)
                     pixels = src.read(window=rio_window)
-                    if crowns is not item:  # outside the reviewed polygon nothing is known: black it out
-                        pixels = pixels * area_mask(area, Window(col, row, w.width, w.height), w.width, w.height)[None]
+                    if outline is not None:  # outside the reviewed polygon nothing is known: black it out
+                        pixels = pixels * area_mask(outline, Window(col, row, w.width, w.height), w.width, w.height)[None]
                     with rasterio.open(folder / "images" / name, "w", **profile) as dst:
                         dst.write(pixels)
                     boxes, keep = crop_boxes(crowns.boxes, col, row, col + w.width, row + w.height)

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from shapely.geometry import box as rectangle
 
-from .annotations import ImageAnnotations, annotated_areas, crowns_in_areas
-from .areas import area_mask, centres_inside, is_rectangle
+from .annotations import ImageAnnotations, annotated_areas, crowns_centred_in, crowns_in_areas, outline_of
+from .areas import area_mask
 from .boxes import crop_boxes, merge_window_detections
 from .checkpoint import LoadedModel, ModelMetadata, save_checkpoint, way_of_detecting
 from .errors import AnnotationError, Cancelled, CheckpointError, TreecrownsError
@@ -146,13 +146,12 @@ def load_samples(items: Sequence[ImageAnnotations], labels: Sequence[str], groun
             for window, area in annotated_areas(item, info.width, info.height):
                 out_w, out_h = max(1, round(window.width * sx)), max(1, round(window.height * sy))
                 image, _valid = reader.read(window, out_w, out_h)
-                used = np.ones(len(item.labels), dtype=bool)
-                if area is not None and not is_rectangle(area):
+                outline = outline_of(area)
+                crowns = item if outline is None else crowns_centred_in(item, outline)
+                if outline is not None:
                     # Only the polygon is known: the rest of its bounding box is blacked out, like nodata.
-                    image = image * area_mask(area, window, out_w, out_h)[None]
-                    used = centres_inside(item.boxes, [area])
-                boxes = item.boxes[used]
-                box_labels = [label for label, keep in zip(item.labels, used) if keep]
+                    image = image * area_mask(outline, window, out_w, out_h)[None]
+                boxes = crowns.boxes.copy()
                 boxes[:, [0, 2]] = (boxes[:, [0, 2]] - window.col_off) * (out_w / window.width)
                 boxes[:, [1, 3]] = (boxes[:, [1, 3]] - window.row_off) * (out_h / window.height)
                 keep_boxes, keep = crop_boxes(boxes, 0, 0, out_w, out_h)
@@ -161,7 +160,7 @@ def load_samples(items: Sequence[ImageAnnotations], labels: Sequence[str], groun
                         name=f"{Path(item.image_path).name}@{window.col_off},{window.row_off}",
                         image=torch.from_numpy(image),
                         boxes=torch.as_tensor(keep_boxes, dtype=torch.float32).reshape(-1, 4),
-                        labels=torch.as_tensor([index[box_labels[i]] for i in np.flatnonzero(keep)], dtype=torch.int64),
+                        labels=torch.as_tensor([index[crowns.labels[i]] for i in np.flatnonzero(keep)], dtype=torch.int64),
                     )
                 )
     return samples
