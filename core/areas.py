@@ -61,10 +61,6 @@ def centres_inside(boxes: np.ndarray, areas: Sequence[BaseGeometry]) -> np.ndarr
 
 def area_mask(area: BaseGeometry, window: Window, out_width: int, out_height: int) -> np.ndarray:
     """Which pixels of ``window``, read at ``out_width`` x ``out_height``, lie inside ``area`` (pixel coordinates)."""
-    if is_rectangle(area):
-        x0, y0, x1, y1 = area.bounds
-        if x0 <= window.col_off and y0 <= window.row_off and x1 >= window.col_end and y1 >= window.row_end:
-            return np.ones((out_height, out_width), dtype=bool)
     # Output pixel (u, v) covers raster pixels col_off + u * sx ... and row_off + v * sy ...
     to_raster = Affine(window.width / out_width, 0.0, window.col_off, 0.0, window.height / out_height, window.row_off)
     burnt = rasterize([(area, 1)], out_shape=(out_height, out_width), transform=to_raster, fill=0, dtype="uint8")

@@ -188,7 +188,8 @@ def merge_window_detections(
     cut_idx = np.flatnonzero(cut)
     whole_idx = np.flatnonzero(~cut)
     i, j = overlapping_pairs(boxes[cut_idx], boxes[whole_idx])
-    covered = paired_intersections(boxes[cut_idx[i]], boxes[whole_idx[j]]) / np.maximum(areas(boxes[cut_idx[i]]), 1e-12)
+    cut_boxes = boxes[cut_idx[i]]
+    covered = paired_intersections(cut_boxes, boxes[whole_idx[j]]) / np.maximum(areas(cut_boxes), 1e-12)
     same_class = labels[cut_idx[i]] == labels[whole_idx[j]]
     keep[cut_idx[i[(covered >= containment) & same_class]]] = False
     remaining = np.flatnonzero(keep)

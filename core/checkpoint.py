@@ -61,11 +61,15 @@ class ModelMetadata:
     test_time_augmentation: bool = False
     source_format: str = "treecrowns"
 
+    def calibration_for(self, test_time_augmentation: bool) -> dict:
+        """What calibration measured for one view or four fused views (F1, score threshold...); {} if not calibrated."""
+        return self.metrics.get("calibration", {}).get(way_of_detecting(test_time_augmentation), {})
+
     def score_threshold_for(self, test_time_augmentation: bool) -> float:
         """The calibrated score threshold for one view or four fused views (their scores differ)."""
         if test_time_augmentation == self.test_time_augmentation:
             return self.score_threshold
-        recorded = self.metrics.get("calibration", {}).get(way_of_detecting(test_time_augmentation), {}).get("score_threshold")
+        recorded = self.calibration_for(test_time_augmentation).get("score_threshold")
         return float(recorded) if recorded is not None else self.score_threshold
 
     def to_json(self) -> str:

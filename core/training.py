@@ -146,10 +146,10 @@ def load_samples(items: Sequence[ImageAnnotations], labels: Sequence[str], groun
             for window, area in annotated_areas(item, info.width, info.height):
                 out_w, out_h = max(1, round(window.width * sx)), max(1, round(window.height * sy))
                 image, _valid = reader.read(window, out_w, out_h)
-                outline = outline_of(area)
-                crowns = item if outline is None else crowns_centred_in(item, outline)
+                crowns, outline = item, outline_of(area)
                 if outline is not None:
                     # Only the polygon is known: the rest of its bounding box is blacked out, like nodata.
+                    crowns = crowns_centred_in(item, outline)
                     image = image * area_mask(outline, window, out_w, out_h)[None]
                 boxes = crowns.boxes.copy()
                 boxes[:, [0, 2]] = (boxes[:, [0, 2]] - window.col_off) * (out_w / window.width)

@@ -24,7 +24,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..core.checkpoint import ModelMetadata, read_metadata, way_of_detecting
+from ..core.checkpoint import ModelMetadata, read_metadata
 from ..core.errors import TreecrownsError
 from ..core.prediction import Device, DetectionSettings
 from ..core.raster import RasterReader
@@ -179,8 +179,7 @@ class DetectionDock(QgsDockWidget):
             self.model_info.setText(f"<span style='color:#b00'>{exc}</span>")
             self.detect_button.setEnabled(False)
             return
-        way = way_of_detecting(meta.test_time_augmentation)
-        f1 = meta.metrics.get("calibration", {}).get(way, {}).get("f1", meta.metrics.get("validation", {}).get("f1"))
+        f1 = meta.calibration_for(meta.test_time_augmentation).get("f1", meta.metrics.get("validation", {}).get("f1"))
         quality = f", validation F1 {f1:.2f}" if f1 is not None else ""
         self.model_info.setText(
             f"Labels: {', '.join(meta.labels)}<br>{meta.ground_resolution_m:g} m per pixel, "
