@@ -19,6 +19,14 @@ To measure a change of recipe against the bundled one, train it in its own folde
 
     .venv/bin/python scripts/leave_one_site_out.py --train --sites SJER,OSBS \
         --folder output/loso-wide-scale --recipe "--scale-jitter 0.6,1.6"
+
+``{site}`` in the recipe becomes the left-out site, for options that differ by site (a
+self-training student learns from pseudo-labels written by the teacher trained without it):
+
+    .venv/bin/python scripts/pseudo_label.py --model output/leave-one-site-out/without-SJER.safetensors \
+        --without-site SJER --output output/pseudo-labels/without-SJER.csv
+    .venv/bin/python scripts/leave_one_site_out.py --train --sites SJER --folder output/loso-self-training \
+        --recipe "--pseudo-labels output/pseudo-labels/without-{site}.csv"
 """
 
 from __future__ import annotations
@@ -51,7 +59,8 @@ def checkpoint_for(folder: Path, site: str) -> Path:
 def train_missing(folder: Path, sites: list[str], jobs: int, recipe: list[str]) -> None:
     """Train the leave-one-out checkpoints that do not exist yet, ``jobs`` at a time.
 
-    ``recipe`` is extra options for train_bundled_model.py (to try a change of recipe in its own folder).
+    ``recipe`` is extra options for train_bundled_model.py (to try a change of recipe in its own
+    folder); ``{site}`` in an option becomes the left-out site.
     """
     missing = [site for site in sites if not checkpoint_for(folder, site).exists()]
     folder.mkdir(parents=True, exist_ok=True)
@@ -63,7 +72,7 @@ def train_missing(folder: Path, sites: list[str], jobs: int, recipe: list[str]) 
         log = open(folder / f"without-{site}.log", "w")
         print(f"training without {site} (log: {log.name})", flush=True)
         command = [sys.executable, str(REPO / "scripts" / "train_bundled_model.py"), "--leave-out-site", site,
-                   "--output", str(checkpoint_for(folder, site)), *recipe]
+                   "--output", str(checkpoint_for(folder, site)), *(option.replace("{site}", site) for option in recipe)]
         running.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
     for process in running:
         process.wait()

@@ -18,6 +18,10 @@ Leave-one-site-out estimate (how the model does on a site it has never seen):
 per-epoch validation (which then uses the other sites' held-out plots only), so
 the site is scored by a model that never saw it, with an epoch and threshold
 chosen without it.
+
+Self-training: ``--pseudo-labels CSV`` adds a teacher's confident crowns on unlabelled
+plots (written by scripts/pseudo_label.py) to the training plots, never to validation.
+Plots of the left-out site in that CSV are dropped too.
 """
 
 from __future__ import annotations
@@ -55,6 +59,17 @@ def without_site(items, site: str | None):
     return kept
 
 
+def pseudo_labelled(csv_path: Path | None, site: str | None) -> list:
+    """The pseudo-labelled plots of ``csv_path`` outside the left-out site (none without a CSV)."""
+    if csv_path is None:
+        return []
+    try:
+        items = read_deepforest_csv(csv_path)
+    except TreecrownsError as exc:
+        raise SystemExit(str(exc)) from exc
+    return [it for it in items if site is None or site_of(it.image_path) != site]
+
+
 def split_by_site(items, every: int = 5):
     """Every ``every``-th plot of each site (in name order) is held out."""
     train_items, val_items = [], []
@@ -84,6 +99,8 @@ def main() -> None:
     parser.add_argument("--colour-jitter", type=float, default=1.0,
                         help="strength of the colour jitter (1: brightness and contrast +-25 %%, saturation +-30 %%, "
                         "per-channel gain +-10 %%; 2 doubles every range)")
+    parser.add_argument("--pseudo-labels", type=Path,
+                        help="DeepForest CSV of pseudo-crowns on unlabelled plots (scripts/pseudo_label.py), added to training")
     args = parser.parse_args()
     scale_jitter = tuple(float(v) for v in args.scale_jitter.split(","))
     if len(scale_jitter) != 2:
@@ -94,6 +111,7 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     items = read_deepforest_csv(args.data / "annotations.csv")
     train_items, val_items = split_by_site(without_site(items, args.leave_out_site))
+    pseudo_items = pseudo_labelled(args.pseudo_labels, args.leave_out_site)
     if args.output is None:
         loso = REPO / "output" / "leave-one-site-out" / f"without-{args.leave_out_site}.safetensors"
         args.output = OUTPUT if args.leave_out_site is None else loso
@@ -128,6 +146,11 @@ def main() -> None:
                 "train_plots": [Path(it.image_path).name for it in train_items],
                 "validation_plots": [Path(it.image_path).name for it in val_items],
                 "train_crowns": sum(len(it.labels) for it in train_items),
+                "pseudo_labels": None if args.pseudo_labels is None else {
+                    "csv": str(args.pseudo_labels),
+                    "plots": [Path(it.image_path).name for it in pseudo_items],
+                    "crowns": sum(len(it.labels) for it in pseudo_items),
+                },
             },
             "settings": {k: (v.value if hasattr(v, "value") else v) for k, v in vars(settings).items()},
             "command": command.strip(),
@@ -146,7 +169,7 @@ def main() -> None:
             flush=True,
         )
 
-    result = train(model, train_items, args.output, settings, validation_items=val_items, on_epoch=on_epoch)
+    result = train(model, train_items + pseudo_items, args.output, settings, validation_items=val_items, on_epoch=on_epoch)
     # Same held-out plots: one view or four fused turned views, and the threshold for the chosen way.
     best, calibration = calibrate_inference(load_checkpoint(args.output), val_items)
     save_checkpoint(best, args.output)

@@ -1,0 +1,54 @@
+"""Self-training data: pseudo-labels are a teacher's confident crowns, and a left-out site stays out."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from treecrowns.core.annotations import ImageAnnotations, read_deepforest_csv, write_deepforest_csv
+from treecrowns.core.evaluation import evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
+sys.path.insert(0, str(REPO / "scripts"))
+
+from train_bundled_model import pseudo_labelled  # noqa: E402
+
+
+def test_pseudo_labels_are_mostly_real_crowns_and_skip_the_left_out_site(tmp_path, neon):
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    # Held-out plots of the bundled model, standing in for unlabelled ones; SJER is to be skipped.
+    for name in ("TEAK_047.tif", "HARV_033.tif", "SJER_006.tif"):
+        shutil.copy(neon / "images" / name, unlabelled / name)
+    output = tmp_path / "pseudo.csv"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "pseudo_label.py"), "--model", str(BUNDLED), "--images", str(unlabelled),
+         "--without-site", "SJER", "--output", str(output)],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+    pseudo = {Path(item.image_path).name: item for item in read_deepforest_csv(output)}
+    assert set(pseudo) <= {"TEAK_047.tif", "HARV_033.tif"} and pseudo
+    truth = {Path(item.image_path).name: item.boxes for item in read_deepforest_csv(neon / "annotations.csv")}
+    for name, item in pseudo.items():
+        assert Path(item.image_path).is_absolute() and Path(item.image_path).exists()
+        assert item.boxes.min() >= 0 and item.boxes.max() <= 400
+    scored = evaluate({n: item.boxes for n, item in pseudo.items()}, {n: truth[n] for n in pseudo})
+    # A teacher's confident crowns: most of them are crowns a person drew (IoU > 0.4).
+    assert scored.precision >= 0.5, scored.as_dict()
+
+
+def test_pseudo_labelled_plots_of_the_left_out_site_are_dropped(tmp_path):
+    csv = tmp_path / "pseudo.csv"
+    write_deepforest_csv([
+        ImageAnnotations("/data/HARV_001.tif", np.array([[1.0, 1.0, 9.0, 9.0]]), ("Tree",)),
+        ImageAnnotations("/data/OSBS_002.tif", np.array([[2.0, 2.0, 8.0, 8.0]]), ("Tree",)),
+    ], csv)
+
+    assert [Path(it.image_path).name for it in pseudo_labelled(csv, "HARV")] == ["OSBS_002.tif"]
+    assert len(pseudo_labelled(csv, None)) == 2
+    assert pseudo_labelled(None, "HARV") == []
