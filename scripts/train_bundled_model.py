@@ -22,6 +22,11 @@ chosen without it.
 Self-training: ``--pseudo-labels CSV`` adds a teacher's confident crowns on unlabelled
 plots (written by scripts/pseudo_label.py) to the training plots, never to validation.
 Plots of the left-out site in that CSV are dropped too.
+
+Synthetic pretraining: ``--synthetic output/synthetic`` (scenes written by
+scripts/make_synthetic_crowns.py) first trains ``--synthetic-epochs`` epochs on those scenes
+alone, keeping the epoch that does best on the real held-out plots, then trains on the real
+plots from there as usual.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +108,9 @@ def main() -> None:
                         "per-channel gain +-10 %%; 2 doubles every range)")
     parser.add_argument("--pseudo-labels", type=Path,
                         help="DeepForest CSV of pseudo-crowns on unlabelled plots (scripts/pseudo_label.py), added to training")
+    parser.add_argument("--synthetic", type=Path,
+                        help="folder of synthetic scenes (scripts/make_synthetic_crowns.py) to pretrain on first")
+    parser.add_argument("--synthetic-epochs", type=int, default=10, help="epochs of pretraining with --synthetic")
     args = parser.parse_args()
     scale_jitter = tuple(float(v) for v in args.scale_jitter.split(","))
     if len(scale_jitter) != 2:
@@ -112,6 +122,7 @@ def main() -> None:
     items = read_deepforest_csv(args.data / "annotations.csv")
     train_items, val_items = split_by_site(without_site(items, args.leave_out_site))
     pseudo_items = pseudo_labelled(args.pseudo_labels, args.leave_out_site)
+    synthetic_items = [] if args.synthetic is None else read_deepforest_csv(args.synthetic / "annotations.csv")
     if args.output is None:
         loso = REPO / "output" / "leave-one-site-out" / f"without-{args.leave_out_site}.safetensors"
         args.output = OUTPUT if args.leave_out_site is None else loso
@@ -151,6 +162,12 @@ def main() -> None:
                     "plots": [Path(it.image_path).name for it in pseudo_items],
                     "crowns": sum(len(it.labels) for it in pseudo_items),
                 },
+                "synthetic_pretraining": None if args.synthetic is None else {
+                    "folder": str(args.synthetic),
+                    "scenes": len(synthetic_items),
+                    "crowns": sum(len(it.labels) for it in synthetic_items),
+                    "epochs": args.synthetic_epochs,
+                },
             },
             "settings": {k: (v.value if hasattr(v, "value") else v) for k, v in vars(settings).items()},
             "command": command.strip(),
@@ -158,17 +175,23 @@ def main() -> None:
     )
     model = new_model(metadata)
     started = time.time()
-    history = []
+    history, synthetic_history = [], []
 
-    def on_epoch(report) -> None:
+    def on_epoch(report, history=history, stage="") -> None:
         history.append(vars(report))
         print(
-            f"epoch {report.epoch}: loss {report.train_loss:.3f} (cls {report.classification_loss:.3f}, "
+            f"{stage}epoch {report.epoch}: loss {report.train_loss:.3f} (cls {report.classification_loss:.3f}, "
             f"reg {report.regression_loss:.3f}) val P {report.precision} R {report.recall} F1 {report.f1} "
             f"at score {report.score_threshold} [{report.seconds:.0f} s]{' saved' if report.saved else ''}",
             flush=True,
         )
 
+    if synthetic_items:
+        pretrained = args.output.with_suffix(".pretrained.safetensors")
+        pretraining = replace(settings, epochs=args.synthetic_epochs)
+        train(model, synthetic_items, pretrained, pretraining, validation_items=val_items,
+              on_epoch=partial(on_epoch, history=synthetic_history, stage="synthetic "))
+        model = load_checkpoint(pretrained)
     result = train(model, train_items + pseudo_items, args.output, settings, validation_items=val_items, on_epoch=on_epoch)
     # Same held-out plots: one view or four fused turned views, and the threshold for the chosen way.
     best, calibration = calibrate_inference(load_checkpoint(args.output), val_items)
@@ -180,6 +203,7 @@ def main() -> None:
         "test_time_augmentation": best.metadata.test_time_augmentation,
         "minutes": round((time.time() - started) / 60, 1),
         "history": history,
+        "synthetic_history": synthetic_history,
     }
     args.output.with_suffix(".history.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
