@@ -17,7 +17,7 @@ $python scripts/train_bundled_model.py
 $python scripts/evaluate_model.py --resolutions 0.05,0.1,0.2 --json $models/validation.json --pictures output/validation
 cp output/validation/{HARV_033,SJER_054,TEAK_059}.png $models/validation/
 if [ "${1:-}" = "--leave-one-site-out" ]; then
-    rm -f output/leave-one-site-out/without-*.safetensors   # checkpoints of an older recipe would be scored otherwise
+    rm -f output/leave-one-site-out/without-*   # checkpoints of an older recipe would be scored otherwise
     $python scripts/leave_one_site_out.py --train --json $models/leave-one-site-out.json
     cp output/leave-one-site-out/pictures/OSBS/OSBS_022.png $models/validation/OSBS_without-OSBS.png
 fi

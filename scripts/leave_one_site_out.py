@@ -7,7 +7,7 @@ Usage (from the repository root, after scripts/setup.sh):
 For each site, the checkpoint output/leave-one-site-out/without-SITE.safetensors is the
 bundled recipe trained on the other three sites (``train_bundled_model.py --leave-out-site
 SITE``, which also chooses one view or four fused turned views, and the score threshold, on the
-other sites' held-out plots). ``--train`` trains the missing ones first, ``--jobs`` at a
+other sites' held-out plots). ``--train`` trains the missing or unfinished ones first, ``--jobs`` at a
 time with one CPU thread each (70-120 minutes each on this project's 2-core machine).
 Every plot of the left-out site is then detected through the engine at 0.05, 0.1 and
 0.2 m and scored with DeepForest's protocol; pictures of every plot go to
@@ -56,13 +56,19 @@ def checkpoint_for(folder: Path, site: str) -> Path:
     return folder / f"without-{site}.safetensors"
 
 
+def finished(folder: Path, site: str) -> bool:
+    """Whether that training ran to the end: a stopped one leaves its best epoch so far, but no history."""
+    checkpoint = checkpoint_for(folder, site)
+    return checkpoint.exists() and checkpoint.with_suffix(".history.json").exists()
+
+
 def train_missing(folder: Path, sites: list[str], jobs: int, recipe: list[str]) -> None:
     """Train the leave-one-out checkpoints that do not exist yet, ``jobs`` at a time.
 
     ``recipe`` is extra options for train_bundled_model.py (to try a change of recipe in its own
     folder); ``{site}`` in an option becomes the left-out site.
     """
-    missing = [site for site in sites if not checkpoint_for(folder, site).exists()]
+    missing = [site for site in sites if not finished(folder, site)]
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     running: list[subprocess.Popen] = []
@@ -76,7 +82,7 @@ def train_missing(folder: Path, sites: list[str], jobs: int, recipe: list[str]) 
         running.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
     for process in running:
         process.wait()
-    failed = [site for site in missing if not checkpoint_for(folder, site).exists()]
+    failed = [site for site in missing if not finished(folder, site)]
     if failed:
         raise SystemExit(f"training failed for {failed}; see {folder}/without-SITE.log")
 
@@ -85,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sites", default="HARV,OSBS,SJER,TEAK")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--train", action="store_true", help="train the missing leave-one-out checkpoints first")
+    parser.add_argument("--train", action="store_true", help="train the missing or unfinished leave-one-out checkpoints first")
     parser.add_argument("--jobs", type=int, default=2, help="trainings at a time with --train")
     parser.add_argument("--json", type=Path, help="also merge the figures into this file (sites not scored now keep theirs)")
     parser.add_argument("--folder", type=Path, default=FOLDER, help="where the leave-one-out checkpoints, logs and pictures go")
@@ -96,9 +102,9 @@ def main() -> None:
     folder = args.folder.resolve()
     if args.train:
         train_missing(folder, sites, args.jobs, args.recipe.split())
-    absent = [str(checkpoint_for(folder, site)) for site in sites if not checkpoint_for(folder, site).exists()]
+    absent = [str(checkpoint_for(folder, site)) for site in sites if not finished(folder, site)]
     if absent:
-        raise SystemExit(f"missing checkpoint(s) {absent}; run with --train")
+        raise SystemExit(f"missing or unfinished checkpoint(s) {absent}; run with --train")
     items = {Path(i.image_path).name: i for i in read_deepforest_csv(args.data / "annotations.csv")}
     summary: dict = {}
     with tempfile.TemporaryDirectory() as scratch:
