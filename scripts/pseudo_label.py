@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO / "build" / "plugins"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from evaluate_model import draw  # noqa: E402
+from train_bundled_model import site_of  # noqa: E402
 from treecrowns.core.annotations import ImageAnnotations, write_deepforest_csv  # noqa: E402
 from treecrowns.core.checkpoint import LoadedModel, load_checkpoint  # noqa: E402
 from treecrowns.core.errors import TreecrownsError  # noqa: E402
@@ -62,7 +63,7 @@ def main() -> None:
 
     images = sorted(args.images.glob("*.tif"))
     if args.without_site:
-        images = [p for p in images if p.name.split("_")[0] != args.without_site]
+        images = [p for p in images if site_of(p) != args.without_site]
     if not images:
         raise SystemExit(f"no GeoTIFF to label in {args.images}" + (f" outside site {args.without_site}" if args.without_site else ""))
     try:

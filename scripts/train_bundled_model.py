@@ -56,12 +56,15 @@ def site_of(path: str) -> str:
     return Path(path).name.split("_")[0]
 
 
-def without_site(items, site: str | None):
-    """All plots except those of ``site``; all plots when ``site`` is None."""
+def without_site(items, site: str | None, must_hold_site: bool = True):
+    """All plots except those of ``site``; all plots when ``site`` is None.
+
+    With ``must_hold_site``, a site the items do not hold is a mistyped name and stops the run.
+    """
     if site is None:
         return list(items)
     kept = [it for it in items if site_of(it.image_path) != site]
-    if len(kept) == len(items):
+    if must_hold_site and len(kept) == len(items):
         raise SystemExit(f"no plot of site {site!r} in the data; sites are {sorted({site_of(it.image_path) for it in items})}")
     return kept
 
@@ -74,7 +77,7 @@ def pseudo_labelled(csv_path: Path | None, site: str | None) -> list:
         items = read_deepforest_csv(csv_path)
     except TreecrownsError as exc:
         raise SystemExit(str(exc)) from exc
-    return [it for it in items if site is None or site_of(it.image_path) != site]
+    return without_site(items, site, must_hold_site=False)
 
 
 def split_by_site(items, every: int = 5):
@@ -138,6 +141,7 @@ def main() -> None:
             colour_jitter=args.colour_jitter,
             seed=args.seed,
         ))  # from scratch: every layer and BatchNorm statistic learns
+        pretraining = replace(settings, epochs=args.synthetic_epochs)
     except TreecrownsError as exc:
         raise SystemExit(str(exc)) from exc
     command = "python scripts/train_bundled_model.py " + " ".join(sys.argv[1:])
@@ -188,7 +192,6 @@ def main() -> None:
 
     if synthetic_items:
         pretrained = args.output.with_suffix(".pretrained.safetensors")
-        pretraining = replace(settings, epochs=args.synthetic_epochs)
         train(model, synthetic_items, pretrained, pretraining, validation_items=val_items,
               on_epoch=partial(on_epoch, history=synthetic_history, stage="synthetic "))
         model = load_checkpoint(pretrained)
@@ -206,7 +209,7 @@ def main() -> None:
         "synthetic_history": synthetic_history,
     }
     args.output.with_suffix(".history.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("history", "synthetic_history")}))
 
 
 if __name__ == "__main__":
