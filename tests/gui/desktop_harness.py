@@ -20,7 +20,7 @@ result: dict = {"steps": [], "python_errors": []}
 # Layers a previous run left in OUT would make the dock ask (modally) whether to replace them.
 for leftover in OUT.glob("*.gpkg"):
     leftover.unlink()
-# Times at which the event loop ran a heartbeat timer (see start_heartbeat).
+# When the heartbeat started, each time the event loop ran it, and when it stopped (see start_heartbeat).
 ticks: list[float] = []
 
 
@@ -39,11 +39,21 @@ def save(name: str, widget=None) -> None:
 
 
 def start_heartbeat() -> QTimer:
-    """A 50 ms timer whose ticks show whether the event loop kept running (QGIS never froze)."""
+    """A 50 ms timer whose ticks show whether the event loop kept running (QGIS never froze).
+
+    The start and stop times are kept with the ticks, so the longest gap also covers a freeze
+    right after the start or right before the stop, however short the watched work is.
+    """
+    ticks.append(time.monotonic())
     heartbeat = QTimer()
     heartbeat.timeout.connect(lambda: ticks.append(time.monotonic()))
     heartbeat.start(50)
     return heartbeat
+
+
+def stop_heartbeat(heartbeat: QTimer) -> None:
+    heartbeat.stop()
+    ticks.append(time.monotonic())
 
 
 def finish(error: str | None = None) -> None:
@@ -52,7 +62,8 @@ def finish(error: str | None = None) -> None:
         result["error"] = error
     if ticks:
         result["max_event_loop_gap_s"] = max((b - a for a, b in zip(ticks, ticks[1:])), default=None)
-        result["event_loop_ticks"] = len(ticks)
+        result["event_loop_ticks"] = len(ticks) - 2  # without the start and stop times
+        result["event_loop_watched_s"] = ticks[-1] - ticks[0]
     (OUT / "result.json").write_text(json.dumps(result, indent=2, default=str))
     QApplication.instance().exit(0)
 

@@ -11,7 +11,7 @@ from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import QDockWidget, QToolBar
 
-from desktop_harness import OUT, RASTER, finish, guarded, result, save, start_heartbeat
+from desktop_harness import OUT, RASTER, finish, guarded, result, save, start_heartbeat, stop_heartbeat
 
 
 def write_nir_first_copy(source, target):
@@ -71,15 +71,16 @@ def start():
     save("1-dock-open")
     heartbeat = start_heartbeat()
     plugin._test_heartbeat = heartbeat
-    dock.detect_button.click()
-    result["task_started"] = dock.task is not None
     started = time.monotonic()
+    dock.detect_button.click()
+    result["detect_click_s"] = time.monotonic() - started
+    result["task_started"] = dock.task is not None
 
     def wait_for_layer():
         if dock.task is not None and time.monotonic() - started < 240:
             QTimer.singleShot(100, guarded(wait_for_layer))
             return
-        heartbeat.stop()
+        stop_heartbeat(heartbeat)
         layers = [l for l in QgsProject.instance().mapLayers().values() if isinstance(l, QgsVectorLayer)]
         result["status_text"] = dock.status.text()
         result["layers"] = [

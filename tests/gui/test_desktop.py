@@ -63,8 +63,10 @@ def test_dock_detects_crowns_on_the_sample_in_the_real_desktop(tmp_path):
     assert layer["crs"] == "EPSG:32617" and layer["inside_raster"]
     assert {"score", "label", "status"} <= set(layer["fields"]) and layer["renderer"] == "graduatedSymbol"
     assert f"{layer['features']} crowns written" in result["status_text"]
-    # QGIS stayed responsive: its event loop kept ticking while the task ran.
-    assert result["event_loop_ticks"] > 5 and result["max_event_loop_gap_s"] < 1.0
+    # QGIS stayed responsive: the click returned at once, and from the click until the layer was
+    # there the event loop never went a second without running the heartbeat timer.
+    assert result["detect_click_s"] < 0.5, "detection runs in a background task, not in the click"
+    assert result["event_loop_ticks"] >= 1 and result["max_event_loop_gap_s"] < 1.0, result["event_loop_watched_s"]
     assert not result["dock_after_unload"] and not result["toolbar_button_after_unload"], "unload() undoes initGui()"
     for name in ("1-dock-open", "2-crowns-detected"):
         assert (out / f"{name}.png").stat().st_size > 10_000
