@@ -59,7 +59,15 @@ class ModelMetadata:
     # Detect on four turned views and fuse them (core.views); the score
     # threshold was chosen for the fused scores.
     test_time_augmentation: bool = False
+    # With views, the four turns are run at each of these multiples of the ground
+    # resolution (1.25: the raster read 1.25x coarser, crowns drawn smaller) and all
+    # are fused: crown sizes differ from site to site, and no single scale suits all.
+    view_scales: tuple[float, ...] = (1.0,)
     source_format: str = "treecrowns"
+
+    def __post_init__(self) -> None:
+        if not self.view_scales or any(not (0.25 <= s <= 4.0) for s in self.view_scales):
+            raise CheckpointError(f"view scales must be between 0.25 and 4, got {self.view_scales}")
 
     def calibration_for(self, test_time_augmentation: bool) -> dict:
         """What calibration measured for one view or four fused views (F1, score threshold...); {} if not calibrated."""
@@ -71,6 +79,13 @@ class ModelMetadata:
             return self.score_threshold
         recorded = self.calibration_for(test_time_augmentation).get("score_threshold")
         return float(recorded) if recorded is not None else self.score_threshold
+
+    def views_description(self) -> str:
+        """The views in words, for the dock and logs: "four turned views" plus the resolutions they run at."""
+        if self.view_scales == (1.0,):
+            return "four turned views"
+        metres = " and ".join(f"{self.ground_resolution_m * s:g}" for s in self.view_scales)
+        return f"four turned views at {metres} m"
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -99,6 +114,7 @@ class ModelMetadata:
             provenance=data.get("provenance", {}),
             metrics=data.get("metrics", {}),
             test_time_augmentation=bool(data.get("test_time_augmentation", False)),
+            view_scales=tuple(float(v) for v in data.get("view_scales", (1.0,))),
         )
 
 

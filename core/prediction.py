@@ -17,7 +17,7 @@ from .checkpoint import LoadedModel
 from .errors import Cancelled, TreecrownsError
 from .raster import RasterInfo, RasterReader
 from .tiling import Window, window_grid
-from .views import detect_in_views
+from .views import VIEW_SCORE_FLOOR, detect_in_views, fuse_scales
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,12 @@ class _Plan:
     windows: list[Window]
 
 
-def _plan(info: RasterInfo, model: LoadedModel, settings: DetectionSettings, notes: list[str]) -> _Plan:
+def _plan(
+    info: RasterInfo, model: LoadedModel, settings: DetectionSettings, notes: list[str], scale: float = 1.0
+) -> _Plan:
+    """Windows and resampling for reading the raster at ``scale`` times the model's ground resolution."""
     patch = settings.patch_size or model.metadata.patch_size
-    scale_x = scale_y = 1.0
+    scale_x = scale_y = 1.0 / scale
     if settings.resample:
         if info.ground_resolution_m is None:
             notes.append(
@@ -100,8 +103,8 @@ def _plan(info: RasterInfo, model: LoadedModel, settings: DetectionSettings, not
             )
         else:
             res_x, res_y = info.ground_resolution_m
-            scale_x = res_x / model.metadata.ground_resolution_m
-            scale_y = res_y / model.metadata.ground_resolution_m
+            scale_x = res_x / (model.metadata.ground_resolution_m * scale)
+            scale_y = res_y / (model.metadata.ground_resolution_m * scale)
     window_w = max(8, round(patch / scale_x))
     window_h = max(8, round(patch / scale_y))
     return _Plan(scale_x, scale_y, patch, window_grid(info.width, info.height, window_w, settings.overlap, window_h))
@@ -117,6 +120,11 @@ def uses_views(model: LoadedModel, settings: DetectionSettings) -> bool:
     if settings.test_time_augmentation is not None:
         return settings.test_time_augmentation
     return model.metadata.test_time_augmentation
+
+
+def scales_of_run(model: LoadedModel, settings: DetectionSettings) -> tuple[float, ...]:
+    """The scales this run reads the raster at: the checkpoint's view scales with views, else 1 only."""
+    return model.metadata.view_scales if uses_views(model, settings) else (1.0,)
 
 
 def _configure(model: LoadedModel, settings: DetectionSettings, patch: int, device: torch.device) -> None:
@@ -185,48 +193,25 @@ def detect(
     device, device_note = resolve_device(settings.device)
     if device_note:
         notes.append(device_note)
+    scales = scales_of_run(model, settings)
+    nms = settings.nms_threshold if settings.nms_threshold is not None else model.metadata.nms_threshold
     with RasterReader(raster_path, settings.bands) as reader:
         info = reader.info
-        plan = _plan(info, model, settings, notes)
-        _configure(model, settings, plan.patch_size, device)
-        augment = uses_views(model, settings)
-        found_boxes, found_scores, found_labels, found_cut = [], [], [], []
-        total = len(plan.windows)
-        done = 0
-        for batch in _batches(plan.windows, settings.batch_size):
-            if should_stop is not None and should_stop():
-                raise Cancelled("detection was cancelled; no layer was written")
-            images, masks, sizes = [], [], []
-            for window in batch:
-                out_w = max(1, min(plan.patch_size, round(window.width * plan.scale_x)))
-                out_h = max(1, min(plan.patch_size, round(window.height * plan.scale_y)))
-                image, valid = reader.read(window, out_w, out_h)
-                padded = np.zeros((3, plan.patch_size, plan.patch_size), dtype=np.float32)
-                padded[:, :out_h, :out_w] = image
-                images.append(padded)
-                masks.append(valid)
-                sizes.append((out_w, out_h))
-            outputs = predict_images(model, images, device, augment)
-            for window, valid, (out_w, out_h), out in zip(batch, masks, sizes, outputs):
-                boxes = _to_raster_pixels(out["boxes"], window, out_w, out_h)
-                centre_x = ((out["boxes"][:, 0] + out["boxes"][:, 2]) / 2).astype(int).clip(0, out_w - 1)
-                centre_y = ((out["boxes"][:, 1] + out["boxes"][:, 3]) / 2).astype(int).clip(0, out_h - 1)
-                inside = valid[centre_y, centre_x] if len(boxes) else np.zeros(0, dtype=bool)
-                tolerance = _EDGE_TOLERANCE_PX * window.width / out_w
-                found_boxes.append(boxes[inside])
-                found_scores.append(out["scores"][inside])
-                found_labels.append(out["labels"][inside])
-                found_cut.append(cut_by_interior_edge(boxes[inside], window, info.width, info.height, tolerance))
-            done += len(batch)
-            if progress is not None:
-                progress(done / total, f"{done} of {total} windows")
-    pixel_boxes = np.concatenate(found_boxes) if found_boxes else np.zeros((0, 4))
-    scores = np.concatenate(found_scores) if found_scores else np.zeros(0)
-    label_ids = np.concatenate(found_labels) if found_labels else np.zeros(0, dtype=np.int64)
-    cut = np.concatenate(found_cut) if found_cut else np.zeros(0, dtype=bool)
-    nms = settings.nms_threshold if settings.nms_threshold is not None else model.metadata.nms_threshold
-    keep = merge_window_detections(pixel_boxes, scores, label_ids, cut, nms)
-    pixel_boxes, scores, label_ids = pixel_boxes[keep], scores[keep], label_ids[keep]
+        plans = [_plan(info, model, settings, notes if k == 0 else [], scale) for k, scale in enumerate(scales)]
+        _configure(model, settings, plans[0].patch_size, device)
+        score_threshold = model.network.score_thresh
+        if len(scales) > 1:
+            # Each scale keeps its crowns down to the floor; the threshold applies to the fused scores.
+            model.network.score_thresh = min(score_threshold, VIEW_SCORE_FLOOR)
+        counter = _WindowCounter(sum(len(plan.windows) for plan in plans), progress)
+        try:
+            found = [_detect_at_scale(reader, model, settings, plan, device, nms, counter, should_stop) for plan in plans]
+        finally:
+            model.network.score_thresh = score_threshold
+    pixel_boxes, scores, label_ids = fuse_scales(found)
+    if len(scales) > 1:
+        keep = scores >= score_threshold
+        pixel_boxes, scores, label_ids = pixel_boxes[keep], scores[keep], label_ids[keep]
     if not info.georeferenced:
         notes.append("the raster is not georeferenced: crowns are placed as QGIS draws it (x = column, y = -row)")
     for note in notes:
@@ -239,6 +224,65 @@ def detect(
         raster=info,
         warnings=tuple(notes),
     )
+
+
+class _WindowCounter:
+    """Progress over every window of every scale."""
+
+    def __init__(self, total: int, progress: ProgressCallback | None) -> None:
+        self.total, self.done, self.progress = total, 0, progress
+
+    def add(self, count: int) -> None:
+        self.done += count
+        if self.progress is not None:
+            self.progress(self.done / self.total, f"{self.done} of {self.total} windows")
+
+
+def _detect_at_scale(
+    reader: RasterReader,
+    model: LoadedModel,
+    settings: DetectionSettings,
+    plan: _Plan,
+    device: torch.device,
+    nms: float,
+    counter: _WindowCounter,
+    should_stop: StopCheck | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crowns in raster pixels (boxes, scores, label ids) found on one window grid, merged across windows."""
+    info = reader.info
+    augment = uses_views(model, settings)
+    found_boxes, found_scores, found_labels, found_cut = [], [], [], []
+    for batch in _batches(plan.windows, settings.batch_size):
+        if should_stop is not None and should_stop():
+            raise Cancelled("detection was cancelled; no layer was written")
+        images, masks, sizes = [], [], []
+        for window in batch:
+            out_w = max(1, min(plan.patch_size, round(window.width * plan.scale_x)))
+            out_h = max(1, min(plan.patch_size, round(window.height * plan.scale_y)))
+            image, valid = reader.read(window, out_w, out_h)
+            padded = np.zeros((3, plan.patch_size, plan.patch_size), dtype=np.float32)
+            padded[:, :out_h, :out_w] = image
+            images.append(padded)
+            masks.append(valid)
+            sizes.append((out_w, out_h))
+        outputs = predict_images(model, images, device, augment)
+        for window, valid, (out_w, out_h), out in zip(batch, masks, sizes, outputs):
+            boxes = _to_raster_pixels(out["boxes"], window, out_w, out_h)
+            centre_x = ((out["boxes"][:, 0] + out["boxes"][:, 2]) / 2).astype(int).clip(0, out_w - 1)
+            centre_y = ((out["boxes"][:, 1] + out["boxes"][:, 3]) / 2).astype(int).clip(0, out_h - 1)
+            inside = valid[centre_y, centre_x] if len(boxes) else np.zeros(0, dtype=bool)
+            tolerance = _EDGE_TOLERANCE_PX * window.width / out_w
+            found_boxes.append(boxes[inside])
+            found_scores.append(out["scores"][inside])
+            found_labels.append(out["labels"][inside])
+            found_cut.append(cut_by_interior_edge(boxes[inside], window, info.width, info.height, tolerance))
+        counter.add(len(batch))
+    pixel_boxes = np.concatenate(found_boxes) if found_boxes else np.zeros((0, 4))
+    scores = np.concatenate(found_scores) if found_scores else np.zeros(0)
+    label_ids = np.concatenate(found_labels) if found_labels else np.zeros(0, dtype=np.int64)
+    cut = np.concatenate(found_cut) if found_cut else np.zeros(0, dtype=bool)
+    keep = merge_window_detections(pixel_boxes, scores, label_ids, cut, nms)
+    return pixel_boxes[keep], scores[keep], label_ids[keep]
 
 
 def _to_raster_pixels(boxes: np.ndarray, window: Window, out_w: int, out_h: int) -> np.ndarray:

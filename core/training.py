@@ -31,6 +31,7 @@ from .evaluation import DEFAULT_IOU_THRESHOLD, evaluate
 from .prediction import Device, ProgressCallback, StopCheck, fit_input_size, predict_images, resolve_device
 from .raster import RasterReader
 from .tiling import window_grid
+from .views import fuse_scales
 
 # An epoch is at least this many steps, so that a few corrected plots still train the model.
 _MIN_STEPS_PER_EPOCH = 20
@@ -212,7 +213,30 @@ def _colour_jitter(image: torch.Tensor, rng: random.Random, strength: float = 1.
 
 
 def predict_sample(model: LoadedModel, image: np.ndarray, device: torch.device, overlap: float = 0.15) -> dict[str, np.ndarray]:
-    """Detections on an in-memory image at model resolution, tiled like a raster."""
+    """Detections on an in-memory image at model resolution, tiled like a raster.
+
+    With views, the image is also seen at each of the checkpoint's view scales and the
+    scales are fused, as ``core.prediction.detect`` does on a raster.
+    """
+    scales = model.metadata.view_scales if model.metadata.test_time_augmentation else (1.0,)
+    found = [_predict_at_scale(model, image, device, overlap, scale) for scale in scales]
+    boxes, scores, labels = fuse_scales(found)
+    if len(scales) > 1:
+        keep = scores >= model.network.score_thresh
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    return {"boxes": boxes, "scores": scores, "labels": labels}
+
+
+def _predict_at_scale(
+    model: LoadedModel, image: np.ndarray, device: torch.device, overlap: float, scale: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes, scores, labels) on ``image`` read ``scale`` times coarser, boxes in the image's own pixels."""
+    _, full_height, full_width = image.shape
+    if scale != 1.0:
+        size = (max(1, round(full_height / scale)), max(1, round(full_width / scale)))
+        resized = F.interpolate(torch.from_numpy(np.ascontiguousarray(image))[None].float(), size=size, mode="bilinear",
+                                antialias=True, align_corners=False)
+        image = resized[0].numpy()
     patch = model.metadata.patch_size
     _, height, width = image.shape
     windows = window_grid(width, height, patch, overlap)
@@ -226,7 +250,8 @@ def predict_sample(model: LoadedModel, image: np.ndarray, device: torch.device, 
     scores = np.concatenate([o["scores"] for o in outputs])
     labels = np.concatenate([o["labels"] for o in outputs])
     keep = merge_window_detections(boxes, scores, labels, np.zeros(len(boxes), dtype=bool), _VALIDATION_NMS)
-    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+    back = np.array([full_width / width, full_height / height, full_width / width, full_height / height])
+    return boxes[keep].reshape(-1, 4) * back, scores[keep], labels[keep]
 
 
 def validate(

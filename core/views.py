@@ -9,6 +9,12 @@ weighted box fusion: boxes of the same class from different views that overlap
 form one crown, its box is their score-weighted mean, and its score is the sum of
 each view's best score divided by the number of views, so a crown that only one
 view sees gets a low score.
+
+A checkpoint can also ask for the four turns at several scales (``view_scales``):
+the raster is read again at each scale, and the crowns each scale found are fused
+the same way (``fuse_scales``). Crowns are bigger at some sites than at others;
+reading at 1 and 1.25 times the model's ground resolution raised F1 on sites the
+model had never seen (see the model card), at about 1.6 times the cost of one scale.
 """
 
 from __future__ import annotations
@@ -107,6 +113,23 @@ def fuse_views(
     best_per_view = np.zeros((count, view_count))
     np.maximum.at(best_per_view, (cluster, views), scores)
     return fused_boxes, best_per_view.sum(axis=1) / view_count, labels[leaders]
+
+
+def fuse_scales(
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]], iou_threshold: float = FUSION_IOU
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted box fusion of the (boxes, scores, labels) each scale found in the same pixels.
+
+    Each scale's detections should reach down to ``VIEW_SCORE_FLOOR``; apply the
+    score threshold to the fused scores.
+    """
+    if len(found) == 1:
+        return found[0]
+    boxes = np.concatenate([np.asarray(b, dtype=float).reshape(-1, 4) for b, _, _ in found])
+    scores = np.concatenate([np.asarray(s, dtype=float) for _, s, _ in found])
+    labels = np.concatenate([np.asarray(lab, dtype=np.int64) for _, _, lab in found])
+    scale_ids = np.concatenate([np.full(len(s), k) for k, (_, s, _) in enumerate(found)])
+    return fuse_views(boxes, scores, labels, scale_ids, len(found), iou_threshold)
 
 
 def detect_in_views(network: torch.nn.Module, images: torch.Tensor) -> list[dict[str, np.ndarray]]:

@@ -137,7 +137,7 @@ class DetectAlgorithm(TreecrownsAlgorithm):
             feedback.pushInfo(
                 f"Model {model_path.name}: labels {list(model.metadata.labels)}, "
                 f"{model.metadata.ground_resolution_m} m per pixel, {model.metadata.patch_size} px patches, "
-                f"{'four fused turned views' if uses_views(model, settings) else 'one view'} per patch"
+                f"{model.metadata.views_description() + ', fused,' if uses_views(model, settings) else 'one view'} per patch"
             )
             detections = detect(raster.source(), model, settings, progress, should_stop)
         except Cancelled as exc:

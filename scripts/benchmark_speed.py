@@ -19,6 +19,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from rasterio.transform import from_origin
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
-from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model, way_of_detecting  # noqa: E402
+from treecrowns.core.checkpoint import LoadedModel, ModelMetadata, load_checkpoint, new_model, way_of_detecting  # noqa: E402
 from treecrowns.core.model import deepforest_architecture  # noqa: E402
 from treecrowns.core.prediction import Device, DetectionSettings, detect  # noqa: E402
 
@@ -87,12 +88,19 @@ def main() -> None:
         raster = mosaic(args.size, Path(scratch) / "mosaic.tif")
         warm_up = Path(scratch) / "warm.tif"
         mosaic(400, warm_up)
-        views = way_of_detecting(bundled.metadata.test_time_augmentation)
+        meta = bundled.metadata
+        views = way_of_detecting(meta.test_time_augmentation)
+        scaled = meta.test_time_augmentation and len(meta.view_scales) > 1
+        if scaled:
+            views += " × scales " + " and ".join(f"{s:g}" for s in meta.view_scales)
         runs = [
             (f"bundled (lite, 0.2 m, 200 px, {views})", bundled, DetectionSettings(device=Device.CPU)),
             ("DeepForest architecture (400 px -> 800 px)", deepforest, DetectionSettings(overlap=0.05, device=Device.CPU)),
         ]
-        if bundled.metadata.test_time_augmentation:
+        if scaled:
+            one_scale = LoadedModel(bundled.network, replace(meta, view_scales=(1.0,)))
+            runs.append(("bundled, four views at scale 1 only", one_scale, DetectionSettings(device=Device.CPU)))
+        if meta.test_time_augmentation:
             runs.append(("bundled, one view", bundled, DetectionSettings(device=Device.CPU, test_time_augmentation=False)))
         rows = []
         for name, model, settings in runs:
@@ -101,7 +109,7 @@ def main() -> None:
             rows.append((name, seconds, count))
     print(f"raster: {args.size} x {args.size} px at 0.1 m = {hectares:.1f} ha; torch threads: {torch.get_num_threads()}")
     for name, seconds, count in rows:
-        print(f"{name:45} {seconds:8.2f} s  {seconds / hectares:8.2f} s/ha  ({count} crowns)")
+        print(f"{name:60} {seconds:8.2f} s  {seconds / hectares:8.2f} s/ha  ({count} crowns)")
     speedup = rows[1][1] / rows[0][1]
     print(f"speed-up of the bundled model as it ships ({views}): {speedup:.1f}x")
     if args.json:

@@ -2,20 +2,22 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/calibrate_model.py --model output/leave-one-site-out/without-OSBS.safetensors
+    .venv/bin/python scripts/calibrate_model.py --model output/leave-one-site-out/without-OSBS.safetensors [--view-scales 1,1.25]
 
 Scores the checkpoint on its own validation plots (the ones its training held out, as
 recorded in the checkpoint), detecting once per patch and with test-time augmentation
 (the patch turned four ways, fused), over the same range of score thresholds that
 training uses. The better of the two, with its threshold, is written into the
 checkpoint (in place unless ``--output`` is given). ``train_bundled_model.py`` ends
-with this step.
+with this step. ``--view-scales`` first sets the scales the turned views are run at
+(multiples of the model's ground resolution; see core/views.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +26,18 @@ sys.path.insert(0, str(REPO / "build" / "plugins"))
 from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint, save_checkpoint, way_of_detecting  # noqa: E402
 from treecrowns.core.training import calibrate_inference  # noqa: E402
+
+
+def view_scales_option(text: str) -> tuple[float, ...]:
+    """``--view-scales 1,1.25`` as a tuple; a clear message for anything else."""
+    try:
+        scales = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, such as 1,1.25, not {text!r}") from None
+    if not all(0.25 <= s <= 4 for s in scales):
+        raise argparse.ArgumentTypeError(f"view scales must be between 0.25 and 4, not {text!r}")
+    return scales
+
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "neon"
 
@@ -34,9 +48,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with annotations.csv and images/")
     parser.add_argument("--plots", help="comma-separated plot names (default: the checkpoint's validation plots)")
     parser.add_argument("--output", type=Path, help="write here instead of overwriting --model")
+    parser.add_argument("--view-scales", type=view_scales_option,
+                        help="comma-separated multiples of the ground resolution the turned views run at, e.g. 1,1.25")
     args = parser.parse_args()
 
     model = load_checkpoint(args.model)
+    if args.view_scales:
+        model.metadata = replace(model.metadata, view_scales=args.view_scales)
     items = {Path(i.image_path).name: i for i in read_deepforest_csv(args.data / "annotations.csv")}
     names = args.plots.split(",") if args.plots else model.metadata.provenance.get("training_data", {}).get("validation_plots")
     if not names:
@@ -48,7 +66,8 @@ def main() -> None:
     for way, row in figures.items():
         print(f"{way:12} P {row['precision']:.3f} R {row['recall']:.3f} F1 {row['f1']:.3f} at score {row['score_threshold']}")
     meta = model.metadata
-    print(f"chosen: {way_of_detecting(meta.test_time_augmentation)} at score {meta.score_threshold}")
+    print(f"chosen: {way_of_detecting(meta.test_time_augmentation)} at score {meta.score_threshold} "
+          f"(views at scales {', '.join(f'{s:g}' for s in meta.view_scales)})")
     save_checkpoint(model, args.output or args.model)
 
 

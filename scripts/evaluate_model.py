@@ -128,7 +128,7 @@ def main() -> None:
     model = load_checkpoint(args.model)
     items = {Path(i.image_path).name: i for i in read_deepforest_csv(args.data / "annotations.csv")}
     names = plot_names(model, items, args.plots)
-    views = "four fused turned views" if model.metadata.test_time_augmentation else "one view"
+    views = f"{model.metadata.views_description()}, fused" if model.metadata.test_time_augmentation else "one view"
     figures: dict = {}
     with tempfile.TemporaryDirectory() as scratch:
         for resolution in (float(r) for r in args.resolutions.split(",")):

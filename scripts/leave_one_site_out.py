@@ -114,6 +114,7 @@ def main() -> None:
             names = plot_names(model, items, f"site:{site}")
             row = {"best_epoch": history["best_epoch"], "minutes": history["minutes"],
                    "views": "four" if model.metadata.test_time_augmentation else "one",
+                   "view_scales": list(model.metadata.view_scales),
                    "score_threshold": model.metadata.score_threshold}
             for resolution in RESOLUTIONS:
                 pictures = folder / "pictures" / site if resolution == 0.1 else None

@@ -27,6 +27,10 @@ Synthetic pretraining: ``--synthetic output/synthetic`` (scenes written by
 scripts/make_synthetic_crowns.py) first trains ``--synthetic-epochs`` epochs on those scenes
 alone, keeping the epoch that does best on the real held-out plots, then trains on the real
 plots from there as usual.
+
+The checkpoint asks for its four turned views at 1 and 1.25 times its ground resolution
+(``--view-scales``, see core/views.py); the closing calibration decides whether views are
+used at all, and at what score threshold.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model
 from treecrowns.core.errors import TreecrownsError  # noqa: E402
 from treecrowns.core.model import lite_architecture  # noqa: E402
 from treecrowns.core.training import TrainingSettings, calibrate_inference, train, whole_network  # noqa: E402
+from calibrate_model import view_scales_option  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "neon"
 OUTPUT = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
@@ -114,6 +119,8 @@ def main() -> None:
     parser.add_argument("--synthetic", type=Path,
                         help="folder of synthetic scenes (scripts/make_synthetic_crowns.py) to pretrain on first")
     parser.add_argument("--synthetic-epochs", type=int, default=10, help="epochs of pretraining with --synthetic")
+    parser.add_argument("--view-scales", type=view_scales_option, default=(1.0, 1.25),
+                        help="multiples of the ground resolution the four turned views run at (default 1,1.25)")
     args = parser.parse_args()
     scale_jitter = tuple(float(v) for v in args.scale_jitter.split(","))
     if len(scale_jitter) != 2:
@@ -152,6 +159,7 @@ def main() -> None:
         patch_size=200,
         score_threshold=0.3,
         nms_threshold=0.3,
+        view_scales=args.view_scales,
         provenance={
             "parent": None,
             "created": time.strftime("%Y-%m-%d"),
@@ -204,6 +212,7 @@ def main() -> None:
         "validation": result.metrics,
         "calibration": calibration,
         "test_time_augmentation": best.metadata.test_time_augmentation,
+        "view_scales": best.metadata.view_scales,
         "minutes": round((time.time() - started) / 60, 1),
         "history": history,
         "synthetic_history": synthetic_history,

@@ -84,6 +84,9 @@ def loso_table(loso: dict) -> tuple[str, str]:
         row = loso[site]
         r = row["0.1"]
         views = f"{row['views']} view{'s' if row['views'] != 'one' else ''}"
+        scales = row.get("view_scales", [1.0])
+        if row["views"] == "four" and len(scales) > 1:
+            views += " × " + " and ".join(f"{s:g}" for s in scales)
         if row.get("score_threshold") is not None:
             views += f" at {row['score_threshold']}"
         lines.append(
@@ -107,6 +110,17 @@ def loso_table(loso: dict) -> tuple[str, str]:
         if row.get("note"):
             notes.append(f"{site}: {row['note']}")
     return "\n".join(lines), "\n".join(f"- {note}" for note in notes)
+
+
+def views_text(meta) -> str:
+    """How the checkpoint detects, in words."""
+    if not meta.test_time_augmentation:
+        return "one view per patch"
+    if meta.view_scales == (1.0,):
+        return "four turned views per patch (0, 90, 180, 270°), fused"
+    metres = " and ".join(f"{meta.ground_resolution_m * s:g}" for s in meta.view_scales)
+    return (f"four turned views per patch (0, 90, 180, 270°), each read at {metres} m per pixel "
+            f"({' and '.join(f'{s:g}' for s in meta.view_scales)} × the ground resolution), all fused")
 
 
 def speed_table(benchmark: dict) -> str:
@@ -148,7 +162,7 @@ def main() -> None:
         "patch_size": meta.patch_size,
         "resolution": f"{meta.ground_resolution_m:g}",
         "patch_metres": f"{meta.patch_size * meta.ground_resolution_m:g}",
-        "views_text": "four turned views per patch (0, 90, 180, 270°), fused" if meta.test_time_augmentation else "one view per patch",
+        "views_text": views_text(meta),
         "score_threshold": meta.score_threshold,
         "nms_threshold": meta.nms_threshold,
         "train_plot_count": len(data["train_plots"]),

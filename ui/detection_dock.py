@@ -88,9 +88,9 @@ class DetectionDock(QgsDockWidget):
 
         self.views_check = QCheckBox("Four turned views per patch")
         self.views_check.setToolTip(
-            "Look at every patch turned by 0, 90, 180 and 270 degrees and fuse what is found: "
-            "several times slower, usually more accurate. Set from the model; the score "
-            "threshold follows, since the two ways are calibrated separately."
+            "Look at every patch turned by 0, 90, 180 and 270 degrees (at each resolution the model "
+            "names) and fuse what is found: several times slower, usually more accurate. Set from the "
+            "model; the score threshold follows, since the two ways are calibrated separately."
         )
         form.addRow("", self.views_check)
 
@@ -187,6 +187,7 @@ class DetectionDock(QgsDockWidget):
         )
         self.model_metadata = meta
         self.views_check.blockSignals(True)
+        self.views_check.setText(f"{meta.views_description().capitalize()} per patch")
         self.views_check.setChecked(meta.test_time_augmentation)
         self.views_check.blockSignals(False)
         self.score_spin.setValue(meta.score_threshold)

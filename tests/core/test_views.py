@@ -1,12 +1,16 @@
 """Test-time augmentation: four turned views of each patch, mapped back and fused into one box per crown."""
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from synthetic import BrightSquareDetector, crown_map_box, oracle_model, write_raster
 from treecrowns.core.annotations import ImageAnnotations
-from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model, save_checkpoint
+from treecrowns.core.checkpoint import LoadedModel, ModelMetadata, load_checkpoint, new_model, save_checkpoint
+from treecrowns.core.errors import CheckpointError
 from treecrowns.core.model import lite_architecture
 from treecrowns.core.prediction import DetectionSettings, detect
 from treecrowns.core.training import calibrate_inference
@@ -111,3 +115,61 @@ def test_calibration_chooses_four_views_when_they_remove_errors_no_threshold_can
     assert calibrated.metadata.test_time_augmentation is True
     assert calibrated.metadata.score_threshold == figures["four views"]["score_threshold"]
     assert calibrated.metadata.score_threshold_for(False) == figures["one view"]["score_threshold"]
+
+
+class SmallCrownDetector(BrightSquareDetector):
+    """Finds only crowns at most 16 px wide in the patch it is given, as a network misses crowns bigger than it learnt."""
+
+    def __call__(self, images):
+        outputs = super().__call__(images)
+        for out in outputs:
+            small = (out["boxes"][:, 2] - out["boxes"][:, 0]) <= 16
+            out["boxes"], out["scores"], out["labels"] = out["boxes"][small], out["scores"][small], out["labels"][small]
+        return outputs
+
+
+def two_scale_model(network) -> LoadedModel:
+    model = oracle_model(patch_size=100)
+    model.network = network
+    model.metadata = replace(model.metadata, test_time_augmentation=True, view_scales=(1.0, 1.25), score_threshold=0.3)
+    return model
+
+
+def test_views_at_two_scales_find_a_crown_too_big_for_one_and_fuse_each_crown_once(tmp_path):
+    small, big = (20, 20, 10), (60, 50, 18)  # 18 px at 0.1 m is 14.4 px read at 0.125 m
+    path = write_raster(tmp_path / "two-scales.tif", 120, 100, [small, big])
+    model = two_scale_model(SmallCrownDetector())
+    one_scale = detect(path, LoadedModel(model.network, replace(model.metadata, view_scales=(1.0,))))
+    assert [tuple(np.round(b, 6)) for b in one_scale.boxes] == [crown_map_box(small)]
+    progress = []
+    found = detect(path, model, progress=lambda fraction, message: progress.append((fraction, message)))
+    order = np.argsort(found.boxes[:, 0])
+    np.testing.assert_allclose(found.boxes[order], [crown_map_box(small), crown_map_box(big)], atol=0.15)
+    # Both scales see the small crown; only the coarser one sees the big crown, so it keeps half the score.
+    np.testing.assert_allclose(found.scores[order], [0.9, 0.45])
+    # Progress runs once to the end over the windows of both scales.
+    assert [f for f, _ in progress] == sorted(f for f, _ in progress) and progress[-1][0] == 1.0
+
+
+def test_calibration_sees_the_view_scales_too(tmp_path):
+    crowns = [(20, 20, 10), (60, 50, 18)]
+    path = write_raster(tmp_path / "plot.tif", 100, 100, crowns)
+    reference = ImageAnnotations(str(path), np.array([[c, r, c + s, r + s] for c, r, s in crowns], float), ("Tree", "Tree"))
+    calibrated, figures = calibrate_inference(two_scale_model(SmallCrownDetector()), [reference], device="cpu")
+    assert figures["one view"]["f1"] == pytest.approx(2 / 3, abs=1e-4), "one view at scale 1 misses the big crown"
+    assert figures["four views"]["f1"] == 1.0 and figures["four views"]["score_threshold"] <= 0.45
+    assert calibrated.metadata.test_time_augmentation and calibrated.metadata.view_scales == (1.0, 1.25)
+
+
+def test_the_checkpoint_keeps_its_view_scales_and_older_checkpoints_use_one_scale(tmp_path):
+    meta = ModelMetadata(architecture=lite_architecture(), labels=("Tree",), ground_resolution_m=0.2, patch_size=64,
+                         test_time_augmentation=True, view_scales=(1.0, 1.25))
+    path = save_checkpoint(new_model(meta), tmp_path / "scales.safetensors")
+    loaded = load_checkpoint(path).metadata
+    assert loaded.view_scales == (1.0, 1.25)
+    assert loaded.views_description() == "four turned views at 0.2 and 0.25 m"
+    older = json.loads(meta.to_json())
+    del older["view_scales"]
+    assert ModelMetadata.from_json(json.dumps(older)).view_scales == (1.0,)
+    with pytest.raises(CheckpointError, match="view scales"):
+        replace(meta, view_scales=(0.0,))
