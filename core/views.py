@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .boxes import iou_matrix
+from .boxes import overlapping_pairs, paired_iou
 
 # Boxes from different views whose IoU is above this are the same crown.
 FUSION_IOU = 0.55
@@ -91,19 +91,29 @@ def fuse_views(
         return np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64)
     order = np.argsort(-scores, kind="stable")
     boxes, scores, labels, views = boxes[order], scores[order], labels[order], views[order]
-    overlap = iou_matrix(boxes, boxes) > iou_threshold
-    overlap &= labels[:, None] == labels[None, :]
+    # Pairs (later, earlier) in score order that are the same crown; sparse, so that fusing a
+    # whole orthophoto's detections (fuse_scales) needs no len x len matrix.
+    later, earlier = overlapping_pairs(boxes, boxes)
+    same = (later > earlier) & (labels[later] == labels[earlier])
+    later, earlier = later[same], earlier[same]
+    same = paired_iou(boxes[later], boxes[earlier]) > iou_threshold
+    later, earlier = later[same], earlier[same]
+    by_box = np.lexsort((earlier, later))
+    later, earlier = later[by_box], earlier[by_box]
+    starts = np.searchsorted(later, np.arange(len(boxes) + 1))
     # Greedy clustering in score order: a box joins the best-scored crown it overlaps.
     cluster = np.full(len(boxes), -1)
     leaders: list[int] = []
+    leader_cluster: dict[int, int] = {}
     for i in range(len(boxes)):
-        if leaders:
-            hits = np.flatnonzero(overlap[i, leaders])
-            if len(hits):
-                cluster[i] = hits[0]
-                continue
-        cluster[i] = len(leaders)
-        leaders.append(i)
+        for j in earlier[starts[i] : starts[i + 1]]:
+            if j in leader_cluster:
+                cluster[i] = leader_cluster[j]
+                break
+        else:
+            cluster[i] = len(leaders)
+            leader_cluster[i] = len(leaders)
+            leaders.append(i)
     count = len(leaders)
     weights = np.maximum(scores, 1e-6)
     weight_sums = np.bincount(cluster, weights=weights, minlength=count)

@@ -14,7 +14,7 @@ from treecrowns.core.errors import CheckpointError
 from treecrowns.core.model import lite_architecture
 from treecrowns.core.prediction import DetectionSettings, detect
 from treecrowns.core.training import calibrate_inference
-from treecrowns.core.views import ALL_SYMMETRIES, ROTATIONS, apply_symmetry, fuse_views, undo_symmetry
+from treecrowns.core.views import ALL_SYMMETRIES, ROTATIONS, apply_symmetry, fuse_scales, fuse_views, undo_symmetry
 
 
 def test_every_symmetry_maps_boxes_back_to_where_they_were_and_the_four_turns_are_distinct():
@@ -173,3 +173,23 @@ def test_the_checkpoint_keeps_its_view_scales_and_older_checkpoints_use_one_scal
     assert ModelMetadata.from_json(json.dumps(older)).view_scales == (1.0,)
     with pytest.raises(CheckpointError, match="view scales"):
         replace(meta, view_scales=(0.0,))
+
+
+def test_fusing_a_whole_orthophotos_crowns_needs_memory_for_the_crowns_not_for_every_pair():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    count = 60_000  # a dense IoU matrix of these would take 29 GB
+    corners = rng.uniform(0, 30_000, (count, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(10, 60, (count, 2))], axis=1)
+    twice = np.concatenate([boxes, boxes + 1.0])  # each crown seen at two scales, one pixel apart
+    scores = np.concatenate([np.full(count, 0.8), np.full(count, 0.4)])
+    found = [(twice[:count], scores[:count], np.zeros(count, dtype=np.int64)),
+             (twice[count:], scores[count:], np.zeros(count, dtype=np.int64))]
+    tracemalloc.start()
+    fused_boxes, fused_scores, _ = fuse_scales(found)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 500e6
+    # Crowns that happen to overlap each other may merge; nearly all stay apart, each with both scales' mean score.
+    assert len(fused_boxes) > 0.95 * count and np.median(fused_scores) == pytest.approx(0.6)
