@@ -302,6 +302,11 @@ def calibrate_inference(
     return model, figures
 
 
+def _thresholds_only(calibration: dict) -> dict:
+    """Each way of detecting's score threshold from a calibration record, without its figures."""
+    return {way: {"score_threshold": row["score_threshold"]} for way, row in calibration.items() if "score_threshold" in row}
+
+
 def split_validation(items: Sequence[ImageAnnotations], share: float, seed: int) -> tuple[list, list]:
     """Hold out whole images; with a single image, hold out a strip of each annotated area.
 
@@ -459,6 +464,9 @@ def train(
     history: list[EpochReport] = []
     calibrate = sum(len(sample.boxes) for sample in val_samples) >= _MIN_VALIDATION_CROWNS
     fixed = None if calibrate else meta.score_threshold
+    # Without calibration the base model's threshold for each way of detecting (one view, views)
+    # is kept, not its figures: they describe the base model.
+    inherited = {} if calibrate else _thresholds_only(meta.metrics.get("calibration", {}))
     best_f1, best_epoch, saved_any = -1.0, 0, False
     best_metrics: dict = {}
     step = 0
@@ -502,7 +510,8 @@ def train(
             new_meta = replace(
                 meta,
                 score_threshold=threshold if threshold is not None else meta.score_threshold,
-                metrics={"validation": best_metrics} if metrics else {},
+                metrics={**({"validation": best_metrics} if metrics else {}),
+                         **({"calibration": inherited} if inherited else {})},
             )
             save_checkpoint(LoadedModel(network, new_meta), output_path)
             model.metadata = new_meta

@@ -14,7 +14,7 @@ A checkpoint can also ask for the four turns at several scales (``view_scales``)
 the raster is read again at each scale, and the crowns each scale found are fused
 the same way (``fuse_scales``). Crowns are bigger at some sites than at others;
 reading at 1 and 1.25 times the model's ground resolution raised F1 on sites the
-model had never seen (see the model card), at about 1.6 times the cost of one scale.
+model had never seen (see the model card), at about 1.7 times the cost of one scale.
 """
 
 from __future__ import annotations

@@ -196,3 +196,14 @@ def test_colour_jitter_strength_widens_the_colour_changes():
     assert _colour_jitter(grey, Random(0), 0.0).equal(grey)
     assert brightness_spread(2.0) > 1.6 * brightness_spread(1.0)
     assert 0.0 <= _colour_jitter(torch.rand(3, 8, 8), Random(1), 3.0).min()
+
+
+def test_without_calibration_the_base_threshold_of_each_way_of_detecting_is_kept(tmp_path):
+    base = small_model()
+    calibration = {"one view": {"f1": 0.7, "score_threshold": 0.3}, "four views": {"f1": 0.8, "score_threshold": 0.15}}
+    base.metadata = replace(base.metadata, test_time_augmentation=True, score_threshold=0.15, metrics={"calibration": calibration})
+    result = train(base, [scene(tmp_path, "s0", 0)], tmp_path / "out.safetensors", FAST)
+    meta = load_checkpoint(result.checkpoint_path).metadata
+    # Switching a retrained model to one view must not detect at the four views' lower threshold.
+    assert meta.score_threshold_for(True) == 0.15 and meta.score_threshold_for(False) == 0.3
+    assert meta.calibration_for(False).get("f1") is None, "the base model's figures are not claimed for the new one"
