@@ -42,6 +42,12 @@ def way_of_detecting(test_time_augmentation: bool) -> str:
     return "four views" if test_time_augmentation else "one view"
 
 
+def check_view_scales(scales: tuple[float, ...]) -> None:
+    """Raise CheckpointError unless ``scales`` is a non-empty list of multiples between 0.25 and 4."""
+    if not scales or any(not (0.25 <= s <= 4.0) for s in scales):
+        raise CheckpointError(f"view scales must be between 0.25 and 4, got {scales}")
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """Everything a checkpoint says about its model besides the weights."""
@@ -66,8 +72,7 @@ class ModelMetadata:
     source_format: str = "treecrowns"
 
     def __post_init__(self) -> None:
-        if not self.view_scales or any(not (0.25 <= s <= 4.0) for s in self.view_scales):
-            raise CheckpointError(f"view scales must be between 0.25 and 4, got {self.view_scales}")
+        check_view_scales(self.view_scales)
 
     def calibration_for(self, test_time_augmentation: bool) -> dict:
         """What calibration measured for one view or four fused views (F1, score threshold...); {} if not calibrated."""

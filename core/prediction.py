@@ -208,10 +208,7 @@ def detect(
             found = [_detect_at_scale(reader, model, settings, plan, device, nms, counter, should_stop) for plan in plans]
         finally:
             model.network.score_thresh = score_threshold
-    pixel_boxes, scores, label_ids = fuse_scales(found)
-    if len(scales) > 1:
-        keep = scores >= score_threshold
-        pixel_boxes, scores, label_ids = pixel_boxes[keep], scores[keep], label_ids[keep]
+    pixel_boxes, scores, label_ids = fuse_scales(found, score_threshold)
     if not info.georeferenced:
         notes.append("the raster is not georeferenced: crowns are placed as QGIS draws it (x = column, y = -row)")
     for note in notes:

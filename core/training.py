@@ -28,7 +28,9 @@ from .boxes import crop_boxes, merge_window_detections
 from .checkpoint import LoadedModel, ModelMetadata, save_checkpoint, way_of_detecting
 from .errors import AnnotationError, Cancelled, CheckpointError, TreecrownsError
 from .evaluation import DEFAULT_IOU_THRESHOLD, evaluate
-from .prediction import Device, ProgressCallback, StopCheck, fit_input_size, predict_images, resolve_device
+from .prediction import (
+    DetectionSettings, Device, ProgressCallback, StopCheck, fit_input_size, predict_images, resolve_device, scales_of_run,
+)
 from .raster import RasterReader
 from .tiling import window_grid
 from .views import fuse_scales
@@ -218,12 +220,9 @@ def predict_sample(model: LoadedModel, image: np.ndarray, device: torch.device, 
     With views, the image is also seen at each of the checkpoint's view scales and the
     scales are fused, as ``core.prediction.detect`` does on a raster.
     """
-    scales = model.metadata.view_scales if model.metadata.test_time_augmentation else (1.0,)
+    scales = scales_of_run(model, DetectionSettings())
     found = [_predict_at_scale(model, image, device, overlap, scale) for scale in scales]
-    boxes, scores, labels = fuse_scales(found)
-    if len(scales) > 1:
-        keep = scores >= model.network.score_thresh
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    boxes, scores, labels = fuse_scales(found, model.network.score_thresh)
     return {"boxes": boxes, "scores": scores, "labels": labels}
 
 

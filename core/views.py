@@ -126,12 +126,13 @@ def fuse_views(
 
 
 def fuse_scales(
-    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]], iou_threshold: float = FUSION_IOU
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]], score_threshold: float, iou_threshold: float = FUSION_IOU
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted box fusion of the (boxes, scores, labels) each scale found in the same pixels.
 
-    Each scale's detections should reach down to ``VIEW_SCORE_FLOOR``; apply the
-    score threshold to the fused scores.
+    With several scales, each scale's detections should reach down to ``VIEW_SCORE_FLOOR``;
+    only fused crowns scoring ``score_threshold`` or more are returned. A single scale's
+    detections come back as they are.
     """
     if len(found) == 1:
         return found[0]
@@ -139,7 +140,9 @@ def fuse_scales(
     scores = np.concatenate([np.asarray(s, dtype=float) for _, s, _ in found])
     labels = np.concatenate([np.asarray(lab, dtype=np.int64) for _, _, lab in found])
     scale_ids = np.concatenate([np.full(len(s), k) for k, (_, s, _) in enumerate(found)])
-    return fuse_views(boxes, scores, labels, scale_ids, len(found), iou_threshold)
+    boxes, scores, labels = fuse_views(boxes, scores, labels, scale_ids, len(found), iou_threshold)
+    keep = scores >= score_threshold
+    return boxes[keep], scores[keep], labels[keep]
 
 
 def detect_in_views(network: torch.nn.Module, images: torch.Tensor) -> list[dict[str, np.ndarray]]:

@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
 from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
-from treecrowns.core.checkpoint import load_checkpoint, save_checkpoint, way_of_detecting  # noqa: E402
+from treecrowns.core.checkpoint import check_view_scales, load_checkpoint, save_checkpoint, way_of_detecting  # noqa: E402
+from treecrowns.core.errors import CheckpointError  # noqa: E402
 from treecrowns.core.training import calibrate_inference  # noqa: E402
 
 
@@ -34,8 +35,10 @@ def view_scales_option(text: str) -> tuple[float, ...]:
         scales = tuple(float(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, such as 1,1.25, not {text!r}") from None
-    if not all(0.25 <= s <= 4 for s in scales):
-        raise argparse.ArgumentTypeError(f"view scales must be between 0.25 and 4, not {text!r}")
+    try:
+        check_view_scales(scales)
+    except CheckpointError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return scales
 
 

@@ -187,7 +187,7 @@ def test_fusing_a_whole_orthophotos_crowns_needs_memory_for_the_crowns_not_for_e
     found = [(twice[:count], scores[:count], np.zeros(count, dtype=np.int64)),
              (twice[count:], scores[count:], np.zeros(count, dtype=np.int64))]
     tracemalloc.start()
-    fused_boxes, fused_scores, _ = fuse_scales(found)
+    fused_boxes, fused_scores, _ = fuse_scales(found, score_threshold=0.0)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 500e6
