@@ -60,6 +60,10 @@ class TrainingSettings:
     # Multiplies the colour jitter's ranges (brightness and contrast +-25 %, saturation +-30 %,
     # per-channel gain +-10 % at 1.0): sites and flights differ in colour.
     colour_jitter: float = 1.0
+    # Share of training patches read at the model's own resolution, not resized. Every other
+    # patch is resized to a random zoom, which softens it, while detection at 1 x reads
+    # pixels that were never resized.
+    native_share: float = 0.0
     augment: bool = True
     # Fine-tuning on one site: keep the trunk and its BatchNorm statistics as learnt on many
     # sites, and train only the FPN and heads. One corrected plot is too little to retrain
@@ -85,6 +89,8 @@ class TrainingSettings:
             problems.append(f"scale jitter must be two zooms 0 < low <= high, got {self.scale_jitter}")
         if not 0 <= self.colour_jitter <= 3:
             problems.append(f"colour jitter must be a strength from 0 to 3 (1 is the default), got {self.colour_jitter}")
+        if not 0 <= self.native_share <= 1:
+            problems.append(f"native share must be a fraction from 0 to 1, got {self.native_share}")
         if problems:
             raise TreecrownsError("; ".join(problems))
 
@@ -171,7 +177,7 @@ def load_samples(items: Sequence[ImageAnnotations], labels: Sequence[str], groun
 
 def _random_patch(sample: _Sample, patch: int, settings: TrainingSettings, rng: random.Random) -> tuple[torch.Tensor, dict]:
     """A patch x patch training image (0-1) and its target, with augmentation."""
-    scale = rng.uniform(*settings.scale_jitter) if settings.augment else 1.0
+    scale = _patch_zoom(settings, rng)
     crop = max(8, round(patch * scale))
     _, height, width = sample.image.shape
     x0 = rng.randint(0, max(0, width - crop))
@@ -181,12 +187,23 @@ def _random_patch(sample: _Sample, patch: int, settings: TrainingSettings, rng: 
     region[:, : y1 - y0, : x1 - x0] = sample.image[:, y0:y1, x0:x1]
     boxes, keep = crop_boxes(sample.boxes.numpy(), x0, y0, x1, y1)
     labels = sample.labels[torch.as_tensor(keep, dtype=torch.bool)] if len(keep) else sample.labels[:0]
-    image = F.interpolate(region[None], size=(patch, patch), mode="bilinear", align_corners=False)[0] / 255.0
+    if crop != patch:
+        region = F.interpolate(region[None], size=(patch, patch), mode="bilinear", align_corners=False)[0]
+    image = region / 255.0
     boxes_t = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) * (patch / crop)
     if settings.augment:
         image, boxes_t = _flip_and_transpose(image, boxes_t, patch, rng)
         image = _colour_jitter(image, rng, settings.colour_jitter)
     return image, {"boxes": boxes_t, "labels": labels}
+
+
+def _patch_zoom(settings: TrainingSettings, rng: random.Random) -> float:
+    """How many image pixels one patch pixel covers: 1 when unaugmented or drawn as native."""
+    if not settings.augment:
+        return 1.0
+    if settings.native_share and rng.random() < settings.native_share:
+        return 1.0
+    return rng.uniform(*settings.scale_jitter)
 
 
 def _flip_and_transpose(image: torch.Tensor, boxes: torch.Tensor, size: int, rng: random.Random):

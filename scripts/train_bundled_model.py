@@ -114,6 +114,9 @@ def main() -> None:
     parser.add_argument("--colour-jitter", type=float, default=1.0,
                         help="strength of the colour jitter (1: brightness and contrast +-25 %%, saturation +-30 %%, "
                         "per-channel gain +-10 %%; 2 doubles every range)")
+    parser.add_argument("--native-share", type=float, default=0.0,
+                        help="share of training patches read at the model's resolution without resizing (0 to 1); "
+                        "the others are resized to a zoom drawn from --scale-jitter")
     parser.add_argument("--pseudo-labels", type=Path,
                         help="DeepForest CSV of pseudo-crowns on unlabelled plots (scripts/pseudo_label.py), added to training")
     parser.add_argument("--synthetic", type=Path,
@@ -146,6 +149,7 @@ def main() -> None:
             warmup_steps=100,
             scale_jitter=scale_jitter,
             colour_jitter=args.colour_jitter,
+            native_share=args.native_share,
             seed=args.seed,
         ))  # from scratch: every layer and BatchNorm statistic learns
         pretraining = replace(settings, epochs=args.synthetic_epochs)

@@ -180,6 +180,30 @@ def test_settings_a_user_could_mistype_are_refused_with_what_to_change():
         TrainingSettings(validation_share=1.0)
     with pytest.raises(TreecrownsError, match="scale jitter"):
         TrainingSettings(scale_jitter=(1.5, 0.5))
+    with pytest.raises(TreecrownsError, match="native share"):
+        TrainingSettings(native_share=1.5)
+
+
+def test_native_share_keeps_that_share_of_training_patches_unresized():
+    """Detection at the model's resolution reads unresized pixels; these patches show the network such pixels."""
+    from random import Random
+
+    from treecrowns.core.training import _random_patch, _Sample
+
+    rows, cols = torch.meshgrid(torch.arange(256), torch.arange(256), indexing="ij")
+    checkerboard = ((rows + cols) % 2 * 255.0).expand(3, 256, 256)
+    sample = _Sample("checkerboard", checkerboard, torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64))
+
+    def unresized_patches(native_share: float) -> int:
+        settings = TrainingSettings(native_share=native_share, colour_jitter=0.0)
+        rng = Random(0)
+        patches = [_random_patch(sample, 200, settings, rng)[0] for _ in range(100)]
+        # Any resize blends neighbouring black and white pixels into greys.
+        return sum(bool(((patch == 0) | (patch == 1)).all()) for patch in patches)
+
+    assert unresized_patches(1.0) == 100
+    assert 35 <= unresized_patches(0.5) <= 65
+    assert unresized_patches(0.0) <= 3  # only when a zoom rounds to 1
 
 
 def test_colour_jitter_strength_widens_the_colour_changes():
