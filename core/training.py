@@ -201,6 +201,7 @@ def _patch_zoom(settings: TrainingSettings, rng: random.Random) -> float:
     """How many image pixels one patch pixel covers: 1 when unaugmented or drawn as native."""
     if not settings.augment:
         return 1.0
+    # Without a native share no extra number is drawn, so earlier recipes keep their random draws.
     if settings.native_share and rng.random() < settings.native_share:
         return 1.0
     return rng.uniform(*settings.scale_jitter)
