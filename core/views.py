@@ -11,10 +11,11 @@ each view's best score divided by the number of views, so a crown that only one
 view sees gets a low score.
 
 A checkpoint can also ask for the four turns at several scales (``view_scales``):
-the raster is read again at each scale, and the crowns each scale found are fused
-the same way (``fuse_scales``). Crowns are bigger at some sites than at others;
-reading at 1 and 1.25 times the model's ground resolution raised F1 on sites the
-model had never seen (see the model card), at about 1.7 times the cost of one scale.
+the raster is read again at each scale, through the same windows (see
+``core.prediction``), and the crowns each scale found are fused the same way
+(``fuse_scales``). Crowns are bigger at some sites than at others; reading at 1 and
+1.25 times the model's ground resolution raised F1 on sites the model had never seen
+(see the model card), at about twice the cost of one scale.
 """
 
 from __future__ import annotations
