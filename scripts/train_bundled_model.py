@@ -5,9 +5,11 @@ Usage (from the repository root, after scripts/setup.sh):
     .venv/bin/python scripts/train_bundled_model.py
 
 Whole plots are held out for validation (every fifth plot of each site, in name
-order); the rest are training data. Seeded, so a rerun on the same machine gives
-the same checkpoint. Writes the checkpoint and a JSON of its training history
-next to it in resources/models/.
+order); the rest are training data. Seeded: a rerun with the same number of CPU
+threads gives the same checkpoint, bit for bit (``--threads``; the checkpoint records
+the number). With another number the threads split the sums inside the network
+differently, and the weights drift apart a little from the first step. Writes the
+checkpoint and a JSON of its training history next to it in resources/models/.
 
 Leave-one-site-out estimate (how the model does on a site it has never seen):
 
@@ -108,6 +110,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch (0: torch's default, the number of cores); recorded in the checkpoint")
     parser.add_argument("--trunk", default="compact", choices=["compact", "resnet18"])
     parser.add_argument("--scale-jitter", default="0.8,1.25",
                         help="smallest,largest zoom of a training patch (crowns look this much smaller or larger)")
@@ -131,7 +135,8 @@ def main() -> None:
 
     import torch
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     items = read_deepforest_csv(args.data / "annotations.csv")
     train_items, val_items = split_by_site(without_site(items, args.leave_out_site))
     pseudo_items = pseudo_labelled(args.pseudo_labels, args.leave_out_site)
@@ -187,6 +192,7 @@ def main() -> None:
             },
             "settings": {k: (v.value if hasattr(v, "value") else v) for k, v in vars(settings).items()},
             "command": command.strip(),
+            "torch_threads": torch.get_num_threads(),
         },
     )
     model = new_model(metadata)
