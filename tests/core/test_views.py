@@ -163,13 +163,17 @@ class EdgeShyDetector(BrightSquareDetector):
         return outputs
 
 
-def test_every_scale_reads_the_same_windows_so_a_crown_whole_at_one_scale_is_whole_at_the_other(tmp_path):
-    # 100 px windows every 85 px: the crown at columns 104-129 lies whole in the window from 85 to 185.
-    # Full-patch windows at 1.25 x (125 px every 106 px) would cut it at 125 and at 106, and the
-    # fused crown would keep half its score, as on a large orthophoto before this was fixed.
+@pytest.mark.parametrize("scales", [(1.0, 1.25), (0.8, 1.0)])
+def test_every_scale_reads_the_same_windows_so_a_crown_whole_at_one_scale_is_whole_at_the_other(tmp_path, scales):
+    # Scales 1 and 1.25: 100 px windows every 85 px, and the crown at columns 104-129 lies whole in
+    # the window from 85 to 185. Full-patch windows at 1.25 x (125 px every 106 px) would cut it at
+    # 125 and at 106, and the fused crown would keep half its score, as on a large orthophoto
+    # before this was fixed. Scales 0.8 and 1: the windows are a patch at 0.8 x (80 px every 68 px),
+    # the crown lies whole in the one from 68 to 148, and scale 1 reads it into 80 px.
     crown = (104, 40, 25)
     path = write_raster(tmp_path / "strip.tif", 300, 100, [crown])
-    found = detect(path, two_scale_model(EdgeShyDetector()))
+    model = two_scale_model(EdgeShyDetector())
+    found = detect(path, LoadedModel(model.network, replace(model.metadata, view_scales=scales)))
     np.testing.assert_allclose(found.boxes, [crown_map_box(crown)], atol=0.15)
     np.testing.assert_allclose(found.scores, [0.9])
 
