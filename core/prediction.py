@@ -89,22 +89,17 @@ class _Plan:
     windows: list[Window]
 
 
-def _plan(
-    info: RasterInfo,
-    model: LoadedModel,
-    settings: DetectionSettings,
-    notes: list[str],
-    scale: float = 1.0,
-    finest_scale: float = 1.0,
-) -> _Plan:
-    """Windows and resampling for reading the raster at ``scale`` times the model's ground resolution.
+def _plans(
+    info: RasterInfo, model: LoadedModel, settings: DetectionSettings, scales: Sequence[float], notes: list[str]
+) -> list[_Plan]:
+    """Windows and resampling for reading the raster at each of ``scales`` times the model's ground resolution.
 
-    Every scale of a run slides the same windows over the raster, a patch's worth at the run's
-    finest scale; a coarser scale reads each window into fewer pixels, padded to the patch.
-    A crown cut by a window edge is then cut the same way at every scale, as on a validation
-    plot, so the fused scores are those the threshold was calibrated on. (When each scale had
-    its own full-patch windows, a crown whole at one scale could be cut at the other, and the
-    fused crown lost about half its score: see the model card.)
+    Every scale slides the same windows over the raster, a patch's worth at the finest scale;
+    a coarser scale reads each window into fewer pixels, padded to the patch. A crown cut by a
+    window edge is then cut the same way at every scale, as on a validation plot, so the fused
+    scores are those the threshold was calibrated on. (When each scale had its own full-patch
+    windows, a crown whole at one scale could be cut at the other, and the fused crown lost
+    about half its score: see the model card.)
     """
     patch = settings.patch_size or model.metadata.patch_size
     zoom_x = zoom_y = 1.0  # model pixels per raster pixel at scale 1
@@ -118,10 +113,11 @@ def _plan(
             res_x, res_y = info.ground_resolution_m
             zoom_x = res_x / model.metadata.ground_resolution_m
             zoom_y = res_y / model.metadata.ground_resolution_m
-    window_w = max(8, round(patch * finest_scale / zoom_x))
-    window_h = max(8, round(patch * finest_scale / zoom_y))
+    finest = min(scales)
+    window_w = max(8, round(patch * finest / zoom_x))
+    window_h = max(8, round(patch * finest / zoom_y))
     windows = window_grid(info.width, info.height, window_w, settings.overlap, window_h)
-    return _Plan(zoom_x / scale, zoom_y / scale, patch, windows)
+    return [_Plan(zoom_x / scale, zoom_y / scale, patch, windows) for scale in scales]
 
 
 def _batches(items: Sequence[Window], size: int) -> Iterator[list[Window]]:
@@ -211,9 +207,7 @@ def detect(
     nms = settings.nms_threshold if settings.nms_threshold is not None else model.metadata.nms_threshold
     with RasterReader(raster_path, settings.bands) as reader:
         info = reader.info
-        plans = [
-            _plan(info, model, settings, notes if k == 0 else [], scale, min(scales)) for k, scale in enumerate(scales)
-        ]
+        plans = _plans(info, model, settings, scales, notes)
         _configure(model, settings, plans[0].patch_size, device)
         score_threshold = model.network.score_thresh
         if len(scales) > 1:
