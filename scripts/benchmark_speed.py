@@ -49,7 +49,12 @@ def mosaic(size: int, target: Path) -> Path:
             h, w = min(400, size - row), min(400, size - col)
             canvas[:, row : row + h, col : col + w] = data[:, :h, :w]
             index += 1
-    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8",
+    return write_mosaic(canvas, target)
+
+
+def write_mosaic(canvas: np.ndarray, target: Path) -> Path:
+    """A (3, rows, cols) uint8 canvas of NEON plots as a tiled 10 cm GeoTIFF (an arbitrary UTM origin)."""
+    profile = {"driver": "GTiff", "width": canvas.shape[2], "height": canvas.shape[1], "count": 3, "dtype": "uint8",
                "crs": "EPSG:32618", "transform": from_origin(730000, 4700000, 0.1, 0.1), "tiled": True}
     with rasterio.open(target, "w", **profile) as dst:
         dst.write(canvas)

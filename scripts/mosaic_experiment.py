@@ -30,11 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.transform import from_origin
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
+sys.path.insert(0, str(REPO / "scripts"))
 
+from benchmark_speed import write_mosaic  # noqa: E402
 from treecrowns.core.annotations import ImageAnnotations, read_deepforest_csv  # noqa: E402
 from treecrowns.core.checkpoint import LoadedModel, load_checkpoint  # noqa: E402
 from treecrowns.core.evaluation import evaluate  # noqa: E402
@@ -59,10 +60,7 @@ def site_mosaic(plots: list[ImageAnnotations], target: Path) -> dict[str, tuple[
         with rasterio.open(plot.image_path) as src:
             canvas[:, row : row + PLOT_PX, col : col + PLOT_PX] = src.read([1, 2, 3])
         corners[plot.image_path] = (col, row)
-    profile = {"driver": "GTiff", "width": canvas.shape[2], "height": canvas.shape[1], "count": 3, "dtype": "uint8",
-               "crs": "EPSG:32618", "transform": from_origin(730000, 4700000, 0.1, 0.1), "tiled": True}
-    with rasterio.open(target, "w", **profile) as dst:
-        dst.write(canvas)
+    write_mosaic(canvas, target)
     return corners
 
 
