@@ -64,6 +64,10 @@ class TrainingSettings:
     # patch is resized to a random zoom, which softens it, while detection at 1 x reads
     # pixels that were never resized.
     native_share: float = 0.0
+    # Share of training patches cut from a mosaic of four random training regions (2 x 2 patches)
+    # instead of from one region: a zoom above 1 (crowns smaller than in the imagery) then shows
+    # more trees instead of a black border, and one patch mixes plots and sites.
+    mosaic_share: float = 0.0
     augment: bool = True
     # Fine-tuning on one site: keep the trunk and its BatchNorm statistics as learnt on many
     # sites, and train only the FPN and heads. One corrected plot is too little to retrain
@@ -91,6 +95,8 @@ class TrainingSettings:
             problems.append(f"colour jitter must be a strength from 0 to 3 (1 is the default), got {self.colour_jitter}")
         if not 0 <= self.native_share <= 1:
             problems.append(f"native share must be a fraction from 0 to 1, got {self.native_share}")
+        if not 0 <= self.mosaic_share <= 1:
+            problems.append(f"mosaic share must be a fraction from 0 to 1, got {self.mosaic_share}")
         if problems:
             raise TreecrownsError("; ".join(problems))
 
@@ -173,6 +179,35 @@ def load_samples(items: Sequence[ImageAnnotations], labels: Sequence[str], groun
                     )
                 )
     return samples
+
+
+def _patch_source(
+    samples: Sequence[_Sample], index: int, weights: Sequence[float], patch: int, settings: TrainingSettings, rng: random.Random
+) -> _Sample:
+    """The region a training patch is cut from: ``samples[index]``, or now and then a mosaic of four."""
+    # Without a mosaic share no extra number is drawn, so earlier recipes keep their random draws.
+    if settings.augment and settings.mosaic_share and rng.random() < settings.mosaic_share:
+        return mosaic_of_samples([samples[i] for i in rng.choices(range(len(samples)), weights, k=4)], patch, rng)
+    return samples[index]
+
+
+def mosaic_of_samples(samples: Sequence[_Sample], patch: int, rng: random.Random) -> _Sample:
+    """Four regions side by side in a 2 x 2 grid of patch-sized cells, each cut to at most one cell."""
+    if len(samples) != 4:
+        raise ValueError(f"a mosaic needs four regions, got {len(samples)}")
+    image = torch.zeros((3, 2 * patch, 2 * patch))
+    boxes, labels = [], []
+    for cell, sample in enumerate(samples):
+        left, top = (cell % 2) * patch, (cell // 2) * patch
+        _, height, width = sample.image.shape
+        x0, y0 = rng.randint(0, max(0, width - patch)), rng.randint(0, max(0, height - patch))
+        x1, y1 = min(width, x0 + patch), min(height, y0 + patch)
+        image[:, top : top + y1 - y0, left : left + x1 - x0] = sample.image[:, y0:y1, x0:x1]
+        kept, keep = crop_boxes(sample.boxes.numpy(), x0, y0, x1, y1)
+        boxes.append(torch.as_tensor(kept, dtype=torch.float32).reshape(-1, 4) + torch.tensor([left, top, left, top]))
+        labels.append(sample.labels[torch.as_tensor(keep, dtype=torch.bool)] if len(keep) else sample.labels[:0])
+    names = "+".join(sample.name for sample in samples)
+    return _Sample(name=f"mosaic of {names}", image=image, boxes=torch.cat(boxes), labels=torch.cat(labels))
 
 
 def _random_patch(sample: _Sample, patch: int, settings: TrainingSettings, rng: random.Random) -> tuple[torch.Tensor, dict]:
@@ -502,7 +537,8 @@ def train(
                 return TrainingResult(
                     str(output_path), tuple(history), best_epoch, cancelled=True, metrics=best_metrics, notes=tuple(notes)
                 )
-            batch = [_random_patch(train_samples[i], patch, settings, rng) for i in rng.choices(range(len(train_samples)), weights, k=settings.batch_size)]
+            chosen = rng.choices(range(len(train_samples)), weights, k=settings.batch_size)
+            batch = [_random_patch(_patch_source(train_samples, i, weights, patch, settings, rng), patch, settings, rng) for i in chosen]
             images = [img.to(device) for img, _ in batch]
             targets = [{k: v.to(device) for k, v in t.items()} for _, t in batch]
             losses = network(images, targets)

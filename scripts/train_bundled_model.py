@@ -121,6 +121,9 @@ def main() -> None:
     parser.add_argument("--native-share", type=float, default=0.0,
                         help="share of training patches read at the model's resolution without resizing (0 to 1); "
                         "the others are resized to a zoom drawn from --scale-jitter")
+    parser.add_argument("--mosaic-share", type=float, default=0.0,
+                        help="share of training patches cut from a 2 x 2 mosaic of four random training plots (0 to 1), "
+                        "so that zooms up to 2 in --scale-jitter show more trees instead of a black border")
     parser.add_argument("--pseudo-labels", type=Path,
                         help="DeepForest CSV of pseudo-crowns on unlabelled plots (scripts/pseudo_label.py), added to training")
     parser.add_argument("--synthetic", type=Path,
@@ -155,6 +158,7 @@ def main() -> None:
             scale_jitter=scale_jitter,
             colour_jitter=args.colour_jitter,
             native_share=args.native_share,
+            mosaic_share=args.mosaic_share,
             seed=args.seed,
         ))  # from scratch: every layer and BatchNorm statistic learns
         pretraining = replace(settings, epochs=args.synthetic_epochs)

@@ -182,6 +182,61 @@ def test_settings_a_user_could_mistype_are_refused_with_what_to_change():
         TrainingSettings(scale_jitter=(1.5, 0.5))
     with pytest.raises(TreecrownsError, match="native share"):
         TrainingSettings(native_share=1.5)
+    with pytest.raises(TreecrownsError, match="mosaic share"):
+        TrainingSettings(mosaic_share=-0.1)
+
+
+def _region_with_one_crown(name: str, size: int, crown: tuple[int, int, int, int], value: float):
+    """A grey region with one bright square crown and its box (model pixels)."""
+    from treecrowns.core.training import _Sample
+
+    image = torch.full((3, size, size), 60.0)
+    x0, y0, x1, y1 = crown
+    image[:, y0:y1, x0:x1] = value
+    return _Sample(name, image, torch.tensor([crown], dtype=torch.float32), torch.zeros(1, dtype=torch.int64))
+
+
+def test_a_mosaic_keeps_every_crown_on_its_tree_and_cuts_large_regions_to_one_cell():
+    from random import Random
+
+    from treecrowns.core.training import mosaic_of_samples
+
+    regions = [_region_with_one_crown(f"r{i}", 100, (10 + 15 * i, 20, 40 + 15 * i, 55), 150.0 + 20 * i) for i in range(3)]
+    # A region twice a patch wide: its crown is kept only when the cut cell holds it.
+    large = _region_with_one_crown("large", 200, (150, 150, 190, 190), 250.0)
+    kept_large = 0
+    for seed in range(20):
+        mosaic = mosaic_of_samples([*regions, large], 100, Random(seed))
+        assert mosaic.image.shape == (3, 200, 200)
+        values = set()
+        for x0, y0, x1, y1 in mosaic.boxes.round().int().tolist():
+            inside = mosaic.image[:, y0:y1, x0:x1]
+            assert inside.min() == inside.max() > 60.0, "a box must lie exactly on its crown"
+            values.add(inside.max().item())
+        assert {150.0, 170.0, 190.0} <= values
+        kept_large += 250.0 in values
+    assert 0 < kept_large < 20
+
+
+def test_mosaic_patches_fill_zoomed_out_patches_with_trees_instead_of_a_black_border():
+    """At zoom 2 a patch covers four regions: without a mosaic three quarters of it would be black."""
+    from random import Random
+
+    from treecrowns.core.training import _patch_source, _random_patch
+
+    regions = [_region_with_one_crown(f"r{i}", 100, (30, 30, 70, 70), 200.0) for i in range(5)]
+
+    def black_share_and_crowns(mosaic_share: float) -> tuple[float, float]:
+        settings = TrainingSettings(scale_jitter=(2.0, 2.0), mosaic_share=mosaic_share, colour_jitter=0.0)
+        rng = Random(0)
+        patches = [_random_patch(_patch_source(regions, 0, [1.0] * 5, 100, settings, rng), 100, settings, rng) for _ in range(20)]
+        black = np.mean([(image.sum(dim=0) == 0).float().mean().item() for image, _ in patches])
+        return black, np.mean([len(target["boxes"]) for _, target in patches])
+
+    black, crowns = black_share_and_crowns(0.0)
+    assert black > 0.7 and crowns == 1
+    black, crowns = black_share_and_crowns(1.0)
+    assert black < 0.05 and crowns == 4
 
 
 def test_native_share_keeps_that_share_of_training_patches_unresized():
