@@ -1,0 +1,131 @@
+"""Where a checkpoint's misses are: recall by crown size, and F1 at looser IoU thresholds.
+
+Usage (from the repository root, after scripts/setup.sh):
+
+    .venv/bin/python scripts/miss_analysis.py [--model resources/models/....safetensors] [--plots validation]
+    .venv/bin/python scripts/miss_analysis.py --leave-one-site-out output/leave-one-site-out [--sites TEAK,HARV]
+
+The first form scores one checkpoint on the plots ``--plots`` names (as in evaluate_model.py).
+The second scores every plot of each site with the checkpoint trained without that site
+(``without-SITE.safetensors`` in the folder, from scripts/leave_one_site_out.py).
+
+Detection runs at each checkpoint's defaults, as `treecrowns:detect` runs it. A crown's size is
+the square root of its box's area, in metres. For each site the script prints:
+
+- reference crowns by size, and the share found at IoU 0.4 (DeepForest's protocol) and at 0.1
+  (roughly in the right place, whatever the box's size);
+- predicted crowns by size, and the share that match a reference crown at IoU 0.4;
+- F1 at IoU 0.1 to 0.5: if F1 at 0.1 is far above F1 at 0.4, boxes are drawn badly; if not,
+  crowns are missed outright.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "build" / "plugins"))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from evaluate_model import DEFAULT_DATA, plot_names  # noqa: E402
+from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
+from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
+from treecrowns.core.evaluation import evaluate, match_boxes  # noqa: E402
+from treecrowns.core.prediction import detect  # noqa: E402
+
+SIZE_BINS_M = (0, 2, 3, 4, 6, 8, np.inf)
+LOOSE_IOU = 0.1
+PROTOCOL_IOU = 0.4
+IOU_SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5)
+SITES = ("HARV", "OSBS", "SJER", "TEAK")
+
+
+def crown_sizes_m(boxes: np.ndarray, pixel_size_m: float) -> np.ndarray:
+    """Square root of each box's area, in metres."""
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    return np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])) * pixel_size_m
+
+
+def found_mask(predicted: np.ndarray, reference: np.ndarray, iou: float, side: int) -> np.ndarray:
+    """Which reference crowns (``side`` 1) or predictions (``side`` 0) are matched at ``iou``."""
+    pairs = match_boxes(predicted, reference, iou_threshold=iou).matched_pairs
+    mask = np.zeros(len(reference) if side else len(predicted), dtype=bool)
+    mask[pairs[:, side]] = True
+    return mask
+
+
+def analyse(model, items: dict, names: list[str]) -> dict:
+    """Sizes and matches of every reference and predicted crown on the plots, and F1 by IoU."""
+    predicted, reference = {}, {}
+    ref_sizes, found_strict, found_loose, pred_sizes, pred_good = [], [], [], [], []
+    for name in names:
+        item = items[name]
+        with rasterio.open(item.image_path) as src:
+            pixel_size = float(src.res[0])
+        boxes = detect(item.image_path, model).pixel_boxes
+        predicted[name], reference[name] = boxes, item.boxes
+        ref_sizes.append(crown_sizes_m(item.boxes, pixel_size))
+        found_strict.append(found_mask(boxes, item.boxes, PROTOCOL_IOU, 1))
+        found_loose.append(found_mask(boxes, item.boxes, LOOSE_IOU, 1))
+        pred_sizes.append(crown_sizes_m(boxes, pixel_size))
+        pred_good.append(found_mask(boxes, item.boxes, PROTOCOL_IOU, 0))
+    return {
+        "ref_sizes": np.concatenate(ref_sizes),
+        "found_strict": np.concatenate(found_strict),
+        "found_loose": np.concatenate(found_loose),
+        "pred_sizes": np.concatenate(pred_sizes),
+        "pred_good": np.concatenate(pred_good),
+        "f1_by_iou": {iou: evaluate(predicted, reference, iou_threshold=iou).f1 for iou in IOU_SWEEP},
+    }
+
+
+def share(mask: np.ndarray) -> str:
+    return f"{mask.mean():.2f}" if len(mask) else "  - "
+
+
+def print_analysis(title: str, result: dict) -> None:
+    sizes, pred_sizes = result["ref_sizes"], result["pred_sizes"]
+    print(f"\n{title}: {len(sizes)} reference crowns (median {np.median(sizes):.1f} m), "
+          f"{len(pred_sizes)} predicted (median {np.median(pred_sizes) if len(pred_sizes) else 0:.1f} m)")
+    print("| crown size | reference crowns | found at IoU 0.4 | found at IoU 0.1 | predicted crowns | of those right at IoU 0.4 |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for low, high in zip(SIZE_BINS_M[:-1], SIZE_BINS_M[1:]):
+        ref = (sizes >= low) & (sizes < high)
+        pred = (pred_sizes >= low) & (pred_sizes < high)
+        label = f"{low}-{high} m" if np.isfinite(high) else f"{low} m and over"
+        print(f"| {label} | {ref.sum()} | {share(result['found_strict'][ref])} | {share(result['found_loose'][ref])} "
+              f"| {pred.sum()} | {share(result['pred_good'][pred])} |")
+    print("F1 by IoU threshold: " + ", ".join(f"{iou}: {f1:.3f}" for iou, f1 in result["f1_by_iou"].items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors")
+    parser.add_argument("--plots", default="validation", help="validation, all, site:SITE or NAME,NAME (with --model)")
+    parser.add_argument("--leave-one-site-out", type=Path, metavar="FOLDER",
+                        help="score each site with FOLDER/without-SITE.safetensors instead")
+    parser.add_argument("--sites", default=",".join(SITES), help="sites to score with --leave-one-site-out")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args()
+    items = {Path(item.image_path).name: item for item in read_deepforest_csv(args.data / "annotations.csv")}
+    if args.leave_one_site_out is None:
+        model = load_checkpoint(args.model)
+        names = plot_names(model, items, args.plots)
+        for site in sorted({n.split("_")[0] for n in names}):
+            print_analysis(f"{args.model.name} on {site}", analyse(model, items, [n for n in names if n.startswith(site + "_")]))
+        return
+    for site in args.sites.split(","):
+        path = args.leave_one_site_out / f"without-{site}.safetensors"
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: train it with scripts/leave_one_site_out.py --train --folder {args.leave_one_site_out}")
+        model = load_checkpoint(path)
+        print_analysis(f"{path.name} on every {site} plot", analyse(model, items, plot_names(model, items, f"site:{site}")))
+
+
+if __name__ == "__main__":
+    main()
