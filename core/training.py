@@ -2,7 +2,8 @@
 
 Images are read once at the model's ground resolution (only the annotated
 regions), then every step draws random patches from them: a random crop with
-scale jitter, flips and transposes, and colour jitter. After every epoch the
+scale jitter (of one region, or of a mosaic of four), flips and transposes, and
+colour jitter. After every epoch the
 model is scored on the held-out images (whole images, never random boxes) with
 DeepForest's protocol; the best epoch is written to the output checkpoint
 atomically, together with the score threshold that gave its best F1.
