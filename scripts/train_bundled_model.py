@@ -30,6 +30,10 @@ scripts/make_synthetic_crowns.py) first trains ``--synthetic-epochs`` epochs on 
 alone, keeping the epoch that does best on the real held-out plots, then trains on the real
 plots from there as usual.
 
+Mosaic patches: ``--mosaic-share 0.5 --scale-jitter 0.8,2.0`` cuts half of the training patches from
+four random training plots side by side and zooms every patch by up to 2, so that crowns also appear
+at half their size (measured leaving TEAK and HARV out: see the model card; not yet the default).
+
 The checkpoint asks for its four turned views at 1 and 1.25 times its ground resolution
 (``--view-scales``, see core/views.py); the closing calibration decides whether views are
 used at all, and at what score threshold.
