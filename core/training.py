@@ -200,29 +200,32 @@ def mosaic_of_samples(samples: Sequence[_Sample], patch: int, rng: random.Random
     boxes, labels = [], []
     for cell, sample in enumerate(samples):
         left, top = (cell % 2) * patch, (cell // 2) * patch
-        _, height, width = sample.image.shape
-        x0, y0 = rng.randint(0, max(0, width - patch)), rng.randint(0, max(0, height - patch))
-        x1, y1 = min(width, x0 + patch), min(height, y0 + patch)
-        image[:, top : top + y1 - y0, left : left + x1 - x0] = sample.image[:, y0:y1, x0:x1]
-        kept, keep = crop_boxes(sample.boxes.numpy(), x0, y0, x1, y1)
+        region, kept, kept_labels = _random_cut(sample, patch, rng)
+        image[:, top : top + patch, left : left + patch] = region
         boxes.append(torch.as_tensor(kept, dtype=torch.float32).reshape(-1, 4) + torch.tensor([left, top, left, top]))
-        labels.append(sample.labels[torch.as_tensor(keep, dtype=torch.bool)] if len(keep) else sample.labels[:0])
+        labels.append(kept_labels)
     names = "+".join(sample.name for sample in samples)
     return _Sample(name=f"mosaic of {names}", image=image, boxes=torch.cat(boxes), labels=torch.cat(labels))
+
+
+def _random_cut(sample: _Sample, size: int, rng: random.Random) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+    """A random size x size cut of the region (0-255, black where the region is smaller) and the crowns kept in it."""
+    _, height, width = sample.image.shape
+    x0 = rng.randint(0, max(0, width - size))
+    y0 = rng.randint(0, max(0, height - size))
+    x1, y1 = min(width, x0 + size), min(height, y0 + size)
+    region = torch.zeros((3, size, size))
+    region[:, : y1 - y0, : x1 - x0] = sample.image[:, y0:y1, x0:x1]
+    boxes, keep = crop_boxes(sample.boxes.numpy(), x0, y0, x1, y1)
+    labels = sample.labels[torch.as_tensor(keep, dtype=torch.bool)] if len(keep) else sample.labels[:0]
+    return region, boxes, labels
 
 
 def _random_patch(sample: _Sample, patch: int, settings: TrainingSettings, rng: random.Random) -> tuple[torch.Tensor, dict]:
     """A patch x patch training image (0-1) and its target, with augmentation."""
     scale = _patch_zoom(settings, rng)
     crop = max(8, round(patch * scale))
-    _, height, width = sample.image.shape
-    x0 = rng.randint(0, max(0, width - crop))
-    y0 = rng.randint(0, max(0, height - crop))
-    x1, y1 = min(width, x0 + crop), min(height, y0 + crop)
-    region = torch.zeros((3, crop, crop))
-    region[:, : y1 - y0, : x1 - x0] = sample.image[:, y0:y1, x0:x1]
-    boxes, keep = crop_boxes(sample.boxes.numpy(), x0, y0, x1, y1)
-    labels = sample.labels[torch.as_tensor(keep, dtype=torch.bool)] if len(keep) else sample.labels[:0]
+    region, boxes, labels = _random_cut(sample, crop, rng)
     if crop != patch:
         region = F.interpolate(region[None], size=(patch, patch), mode="bilinear", align_corners=False)[0]
     image = region / 255.0
