@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 from evaluate_model import DEFAULT_DATA, plot_names  # noqa: E402
 from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
-from treecrowns.core.evaluation import evaluate, match_boxes  # noqa: E402
+from treecrowns.core.boxes import areas  # noqa: E402
+from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import detect  # noqa: E402
 
 SIZE_BINS_M = (0, 2, 3, 4, 6, 8, np.inf)
@@ -47,40 +48,37 @@ SITES = ("HARV", "OSBS", "SJER", "TEAK")
 
 def crown_sizes_m(boxes: np.ndarray, pixel_size_m: float) -> np.ndarray:
     """Square root of each box's area, in metres."""
-    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
-    return np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])) * pixel_size_m
+    return np.sqrt(areas(np.asarray(boxes, dtype=float).reshape(-1, 4))) * pixel_size_m
 
 
-def found_mask(predicted: np.ndarray, reference: np.ndarray, iou: float, side: int) -> np.ndarray:
-    """Which reference crowns (``side`` 1) or predictions (``side`` 0) are matched at ``iou``."""
-    pairs = match_boxes(predicted, reference, iou_threshold=iou).matched_pairs
-    mask = np.zeros(len(reference) if side else len(predicted), dtype=bool)
-    mask[pairs[:, side]] = True
-    return mask
+def matched(result, names: list[str], count: dict[str, int], side: int) -> np.ndarray:
+    """Which reference crowns (``side`` 1) or predictions (``side`` 0) of the plots ``result`` matched."""
+    masks = []
+    for name in names:
+        mask = np.zeros(count[name], dtype=bool)
+        mask[result.per_image[name].matched_pairs[:, side]] = True
+        masks.append(mask)
+    return np.concatenate(masks)
 
 
 def analyse(model, items: dict, names: list[str]) -> dict:
     """Sizes and matches of every reference and predicted crown on the plots, and F1 by IoU."""
-    predicted, reference = {}, {}
-    ref_sizes, found_strict, found_loose, pred_sizes, pred_good = [], [], [], [], []
+    predicted, reference, pixel_size = {}, {}, {}
     for name in names:
         item = items[name]
         with rasterio.open(item.image_path) as src:
-            pixel_size = float(src.res[0])
-        boxes = detect(item.image_path, model).pixel_boxes
-        predicted[name], reference[name] = boxes, item.boxes
-        ref_sizes.append(crown_sizes_m(item.boxes, pixel_size))
-        found_strict.append(found_mask(boxes, item.boxes, PROTOCOL_IOU, 1))
-        found_loose.append(found_mask(boxes, item.boxes, LOOSE_IOU, 1))
-        pred_sizes.append(crown_sizes_m(boxes, pixel_size))
-        pred_good.append(found_mask(boxes, item.boxes, PROTOCOL_IOU, 0))
+            pixel_size[name] = float(src.res[0])
+        predicted[name], reference[name] = detect(item.image_path, model).pixel_boxes, item.boxes
+    by_iou = {iou: evaluate(predicted, reference, iou_threshold=iou) for iou in IOU_SWEEP}
+    references = {name: len(reference[name]) for name in names}
+    predictions = {name: len(predicted[name]) for name in names}
     return {
-        "ref_sizes": np.concatenate(ref_sizes),
-        "found_strict": np.concatenate(found_strict),
-        "found_loose": np.concatenate(found_loose),
-        "pred_sizes": np.concatenate(pred_sizes),
-        "pred_good": np.concatenate(pred_good),
-        "f1_by_iou": {iou: evaluate(predicted, reference, iou_threshold=iou).f1 for iou in IOU_SWEEP},
+        "ref_sizes": np.concatenate([crown_sizes_m(reference[n], pixel_size[n]) for n in names]),
+        "found_strict": matched(by_iou[PROTOCOL_IOU], names, references, 1),
+        "found_loose": matched(by_iou[LOOSE_IOU], names, references, 1),
+        "pred_sizes": np.concatenate([crown_sizes_m(predicted[n], pixel_size[n]) for n in names]),
+        "pred_good": matched(by_iou[PROTOCOL_IOU], names, predictions, 0),
+        "f1_by_iou": {iou: result.f1 for iou, result in by_iou.items()},
     }
 
 
