@@ -50,6 +50,12 @@ SWEEP = (0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3)
 Found = dict[str, tuple[np.ndarray, np.ndarray]]  # plot path -> (boxes in plot pixels, scores)
 
 
+def plot_shape(path: str) -> tuple[int, int]:
+    """Rows and columns of a plot image, read from its header."""
+    with rasterio.open(path) as src:
+        return src.shape
+
+
 def site_mosaic(plots: list[ImageAnnotations], target: Path) -> dict[str, tuple[int, int]]:
     """Tile the plots into a square GeoTIFF at ``target``; returns each plot's top-left (column, row)."""
     side = math.ceil(math.sqrt(len(plots)))
@@ -84,9 +90,10 @@ def summary(found: Found, reference: dict[str, np.ndarray], threshold: float) ->
     """P, R, F1 and crowns kept at ``threshold``, then the best threshold of the sweep."""
     at = scored(found, reference, threshold)
     kept = sum(int((scores >= threshold).sum()) for _, scores in found.values())
-    best = max(SWEEP, key=lambda t: scored(found, reference, t).f1)
+    f1_at = {t: scored(found, reference, t).f1 for t in SWEEP}
+    best = max(SWEEP, key=f1_at.__getitem__)
     return (f"P {at.precision:.3f}  R {at.recall:.3f}  F1 {at.f1:.3f}  crowns {kept:5d}   "
-            f"(best in sweep: {best:g} -> F1 {scored(found, reference, best).f1:.3f})")
+            f"(best in sweep: {best:g} -> F1 {f1_at[best]:.3f})")
 
 
 def main() -> None:
@@ -102,7 +109,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for site in args.sites.split(","):
             plots = sorted((it for it in items if Path(it.image_path).name.startswith(site + "_")), key=lambda it: it.image_path)
-            plots = [it for it in plots if rasterio.open(it.image_path).shape == (PLOT_PX, PLOT_PX)]
+            plots = [it for it in plots if plot_shape(it.image_path) == (PLOT_PX, PLOT_PX)]
             path = args.folder / f"without-{site}.safetensors"
             if not path.exists():
                 raise SystemExit(f"{path} is missing: train it with scripts/leave_one_site_out.py --train --sites {site}")
