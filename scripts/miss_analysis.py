@@ -51,11 +51,11 @@ def crown_sizes_m(boxes: np.ndarray, pixel_size_m: float) -> np.ndarray:
     return np.sqrt(areas(np.asarray(boxes, dtype=float).reshape(-1, 4))) * pixel_size_m
 
 
-def matched(result, names: list[str], count: dict[str, int], side: int) -> np.ndarray:
-    """Which reference crowns (``side`` 1) or predictions (``side`` 0) of the plots ``result`` matched."""
+def matched(result, names: list[str], boxes: dict[str, np.ndarray], side: int) -> np.ndarray:
+    """Which of ``boxes``, the reference crowns (``side`` 1) or predictions (``side`` 0), ``result`` matched."""
     masks = []
     for name in names:
-        mask = np.zeros(count[name], dtype=bool)
+        mask = np.zeros(len(boxes[name]), dtype=bool)
         mask[result.per_image[name].matched_pairs[:, side]] = True
         masks.append(mask)
     return np.concatenate(masks)
@@ -70,14 +70,12 @@ def analyse(model, items: dict, names: list[str]) -> dict:
             pixel_size[name] = float(src.res[0])
         predicted[name], reference[name] = detect(item.image_path, model).pixel_boxes, item.boxes
     by_iou = {iou: evaluate(predicted, reference, iou_threshold=iou) for iou in IOU_SWEEP}
-    references = {name: len(reference[name]) for name in names}
-    predictions = {name: len(predicted[name]) for name in names}
     return {
         "ref_sizes": np.concatenate([crown_sizes_m(reference[n], pixel_size[n]) for n in names]),
-        "found_strict": matched(by_iou[PROTOCOL_IOU], names, references, 1),
-        "found_loose": matched(by_iou[LOOSE_IOU], names, references, 1),
+        "found_strict": matched(by_iou[PROTOCOL_IOU], names, reference, 1),
+        "found_loose": matched(by_iou[LOOSE_IOU], names, reference, 1),
         "pred_sizes": np.concatenate([crown_sizes_m(predicted[n], pixel_size[n]) for n in names]),
-        "pred_good": matched(by_iou[PROTOCOL_IOU], names, predictions, 0),
+        "pred_good": matched(by_iou[PROTOCOL_IOU], names, predicted, 0),
         "f1_by_iou": {iou: result.f1 for iou, result in by_iou.items()},
     }
 
