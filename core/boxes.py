@@ -42,6 +42,11 @@ def paired_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+# Below this many box pairs, overlapping_pairs compares every pair at once (measured faster
+# up to about 500 x 500 boxes on this project's CPU; the grid wins above).
+DENSE_PAIRS_LIMIT = 250_000
+
+
 def overlapping_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(i, j)`` of every box ``a[i]`` that shares some area with a box ``b[j]``.
 
@@ -49,12 +54,17 @@ def overlapping_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndar
     neighbours, not with ``len(a) * len(b)``: a whole orthophoto's detections (hundreds of
     thousands of crowns) would need terabytes as a dense matrix. Boxes are binned into a
     grid of cells twice the median box side; only boxes sharing a cell are compared.
+    Up to ``DENSE_PAIRS_LIMIT`` pairs (one patch's detections) a dense comparison gives the
+    same pairs, in the same order, about twice as fast.
     """
     a = np.asarray(a, dtype=float).reshape(-1, 4)
     b = np.asarray(b, dtype=float).reshape(-1, 4)
     none = np.zeros(0, dtype=np.int64)
     if len(a) == 0 or len(b) == 0:
         return none, none
+    if len(a) * len(b) <= DENSE_PAIRS_LIMIT:
+        i, j = np.nonzero(intersections(a, b) > 0)
+        return i.astype(np.int64), j.astype(np.int64)
     both = np.concatenate([a, b])
     sides = np.maximum(both[:, 2] - both[:, 0], both[:, 3] - both[:, 1])
     if not (sides > 0).any():
