@@ -123,6 +123,21 @@ def views_text(meta) -> str:
             f"({' and '.join(f'{s:g}' for s in meta.view_scales)} × the ground resolution), all fused")
 
 
+def mosaic_text(share: float) -> str:
+    """How many training patches came from mosaics of four plots (none before 2026-11-30)."""
+    if not share:
+        return "Every patch is cut from one plot."
+    return (f"{share * 100:g} % of the patches are cut from a 2 × 2 mosaic of four random training plots "
+            "(`core/training.py`, `mosaic_of_samples`), so that a patch zoomed out shows more trees, not a black border.")
+
+
+def threads_text(threads: int | None) -> str:
+    """The CPU threads the checkpoint was trained with: the same number gives the same weights."""
+    if threads is None:
+        return "this checkpoint does not record its number of threads"
+    return f"this checkpoint was trained with {threads} thread{'' if threads == 1 else 's'}"
+
+
 def speed_table(benchmark: dict) -> str:
     lines = ["| model | seconds | seconds per hectare |", "| --- | --- | --- |"]
     for run in benchmark["runs"]:
@@ -178,6 +193,8 @@ def main() -> None:
         "learning_rate": f"{settings['learning_rate']:g}",
         "warmup_steps": settings["warmup_steps"],
         "scale_jitter": "–".join(f"{v:g}" for v in settings["scale_jitter"]),
+        "mosaic_text": mosaic_text(settings.get("mosaic_share", 0.0)),
+        "threads_text": threads_text(meta.provenance.get("torch_threads")),
         "best_epoch": history["best_epoch"],
         "training_minutes": history["minutes"],
         "calibration_table": calibration_table(calibration, chosen),

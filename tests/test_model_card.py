@@ -26,17 +26,21 @@ def scores(tp: int, fp: int, missed: int, plots: int = 3) -> dict:
             "precision": p, "recall": r, "f1": 2 * p * r / (p + r)}
 
 
-def small_bundle(folder: Path, loso_sites: dict) -> None:
+def small_bundle(folder: Path, loso_sites: dict, newer_provenance: bool = False) -> None:
+    """A checkpoint and figures to write a card from; ``newer_provenance`` adds what checkpoints
+    record since 2026-11-30 (half the patches from mosaics, one thread)."""
     calibration = {"one view": {**scores(10, 10, 10), "score_threshold": 0.3},
                    "four views": {**scores(12, 8, 8), "score_threshold": 0.15}}
+    settings = {"seed": 0, "epochs": 30, "steps_per_epoch": 100, "batch_size": 16, "weight_decay": 1e-4,
+                "learning_rate": 0.02, "warmup_steps": 100, "scale_jitter": [0.8, 1.25]}
+    provenance = {
+        "settings": {**settings, "mosaic_share": 0.5} if newer_provenance else settings,
+        "training_data": {"train_plots": ["A_1.tif", "A_2.tif"], "validation_plots": ["A_3.tif"], "train_crowns": 40},
+        **({"torch_threads": 1} if newer_provenance else {}),
+    }
     meta = ModelMetadata(
         architecture=lite_architecture(trunk="compact"), labels=("Tree",), ground_resolution_m=0.2, patch_size=200,
-        score_threshold=0.15, test_time_augmentation=True, metrics={"calibration": calibration},
-        provenance={
-            "settings": {"seed": 0, "epochs": 30, "steps_per_epoch": 100, "batch_size": 16, "weight_decay": 1e-4,
-                         "learning_rate": 0.02, "warmup_steps": 100, "scale_jitter": [0.8, 1.25]},
-            "training_data": {"train_plots": ["A_1.tif", "A_2.tif"], "validation_plots": ["A_3.tif"], "train_crowns": 40},
-        },
+        score_threshold=0.15, test_time_augmentation=True, metrics={"calibration": calibration}, provenance=provenance,
     )
     folder.mkdir()
     save_checkpoint(new_model(meta), folder / "treecrowns-neon-lite.safetensors")
@@ -64,12 +68,21 @@ def test_the_card_reports_the_figures_it_was_given_and_which_sites_are_missing(t
     assert "| HARV | | | not run yet |" in card and "Not run yet: HARV, TEAK" in card
     assert "**mean of the four sites**" not in card
     assert "**16×" in card and "$" not in card
+    assert "Every patch is cut from one plot." in card, "a checkpoint without mosaic patches says so"
+    assert "does not record its number of threads" in card
 
     four = {site: loso_row((20 * (i + 1), 20, 20)) for i, site in enumerate(("HARV", "OSBS", "SJER", "TEAK"))}
     small_bundle(tmp_path / "four", four)
     card = write_card(tmp_path / "four")
     mean = sum(loso_row((20 * (i + 1), 20, 20))["0.1"]["f1"] for i in range(4)) / 4
     assert f"| **mean of the four sites** | | | | | **{mean:.3f}** |" in card
+
+
+def test_the_card_says_how_many_patches_came_from_mosaics_and_how_many_threads_trained_it(tmp_path):
+    small_bundle(tmp_path / "mosaic", {}, newer_provenance=True)
+    card = write_card(tmp_path / "mosaic")
+    assert "50 % of the patches are cut from a 2 × 2 mosaic of four random training plots" in card
+    assert "this checkpoint was trained with 1 thread," in card
 
 
 
