@@ -9,7 +9,8 @@ orthophoto of ``size`` x ``size`` pixels, a mosaic of NEON plots from shared/dat
 DeepForest's model is torchvision's ``retinanet_resnet50_fpn`` at DeepForest's settings
 (400 px patches, 5 % overlap, upsampled to 800 px, score 0.1, NMS 0.05) with random
 weights: speed does not depend on the weights. Each model is timed ``repeats`` times after
-one warm-up window; the best time counts.
+one warm-up window, the models taking turns so that a slow spell of the machine slows them
+alike; each model's best time counts.
 """
 
 from __future__ import annotations
@@ -61,14 +62,17 @@ def write_mosaic(canvas: np.ndarray, target: Path) -> Path:
     return target
 
 
-def timed(raster: Path, model, settings: DetectionSettings, repeats: int) -> tuple[float, int]:
-    best, count = float("inf"), 0
+def best_times(raster: Path, runs: list[tuple[str, LoadedModel, DetectionSettings]], repeats: int) -> list[tuple[float, int]]:
+    """Each run's best time over ``repeats`` rounds, the runs taking turns in every round, and its crown count."""
+    best = [float("inf")] * len(runs)
+    counts = [0] * len(runs)
     for _ in range(repeats):
-        started = time.perf_counter()
-        found = detect(raster, model, settings)
-        best = min(best, time.perf_counter() - started)
-        count = len(found)
-    return best, count
+        for index, (_name, model, settings) in enumerate(runs):
+            started = time.perf_counter()
+            found = detect(raster, model, settings)
+            best[index] = min(best[index], time.perf_counter() - started)
+            counts[index] = len(found)
+    return list(zip(best, counts))
 
 
 def main() -> None:
@@ -107,11 +111,9 @@ def main() -> None:
             runs.append(("bundled, four views at scale 1 only", one_scale, DetectionSettings(device=Device.CPU)))
         if meta.test_time_augmentation:
             runs.append(("bundled, one view", bundled, DetectionSettings(device=Device.CPU, test_time_augmentation=False)))
-        rows = []
-        for name, model, settings in runs:
+        for _name, model, settings in runs:
             detect(warm_up, model, settings)
-            seconds, count = timed(raster, model, settings, args.repeats)
-            rows.append((name, seconds, count))
+        rows = [(name, seconds, count) for (name, _, _), (seconds, count) in zip(runs, best_times(raster, runs, args.repeats))]
     print(f"raster: {args.size} x {args.size} px at 0.1 m = {hectares:.1f} ha; torch threads: {torch.get_num_threads()}")
     for name, seconds, count in rows:
         print(f"{name:60} {seconds:8.2f} s  {seconds / hectares:8.2f} s/ha  ({count} crowns)")
