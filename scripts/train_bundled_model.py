@@ -104,7 +104,8 @@ def split_by_site(items, every: int = 5):
     return train_items, val_items
 
 
-def main() -> None:
+def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``scale_jitter`` as a (low, high) pair."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with annotations.csv and images/")
     parser.add_argument("--output", type=Path, help=f"checkpoint to write (default {OUTPUT.relative_to(REPO)}, or "
@@ -136,11 +137,41 @@ def main() -> None:
     parser.add_argument("--synthetic-epochs", type=int, default=10, help="epochs of pretraining with --synthetic")
     parser.add_argument("--view-scales", type=view_scales_option, default=(1.0, 1.25),
                         help="multiples of the ground resolution the four turned views run at (default 1,1.25)")
-    args = parser.parse_args()
-    scale_jitter = tuple(float(v) for v in args.scale_jitter.split(","))
-    if len(scale_jitter) != 2:
+    args = parser.parse_args(argv)
+    args.scale_jitter = tuple(float(v) for v in args.scale_jitter.split(","))
+    if len(args.scale_jitter) != 2:
         raise SystemExit(f"--scale-jitter needs two numbers low,high, got {args.scale_jitter!r}")
+    return args
 
+
+def training_settings(args: argparse.Namespace) -> TrainingSettings:
+    """The recipe the options ask for: from scratch, so every layer and BatchNorm statistic learns."""
+    try:
+        return whole_network(TrainingSettings(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            steps_per_epoch=args.steps,
+            warmup_steps=100,
+            scale_jitter=args.scale_jitter,
+            colour_jitter=args.colour_jitter,
+            native_share=args.native_share,
+            mosaic_share=args.mosaic_share,
+            seed=args.seed,
+        ))
+    except TreecrownsError as exc:
+        raise SystemExit(str(exc)) from exc
+
+
+def recorded(settings: TrainingSettings) -> dict:
+    """Settings as the checkpoint records them (enums by value)."""
+    return {k: (v.value if hasattr(v, "value") else v) for k, v in vars(settings).items()}
+
+
+def main() -> None:
+    args = parse_options()
+    settings = training_settings(args)
+    pretraining = replace(settings, epochs=args.synthetic_epochs)
     import torch
 
     if args.threads:
@@ -153,22 +184,6 @@ def main() -> None:
         loso = REPO / "output" / "leave-one-site-out" / f"without-{args.leave_out_site}.safetensors"
         args.output = OUTPUT if args.leave_out_site is None else loso
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        settings = whole_network(TrainingSettings(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            steps_per_epoch=args.steps,
-            warmup_steps=100,
-            scale_jitter=scale_jitter,
-            colour_jitter=args.colour_jitter,
-            native_share=args.native_share,
-            mosaic_share=args.mosaic_share,
-            seed=args.seed,
-        ))  # from scratch: every layer and BatchNorm statistic learns
-        pretraining = replace(settings, epochs=args.synthetic_epochs)
-    except TreecrownsError as exc:
-        raise SystemExit(str(exc)) from exc
     command = "python scripts/train_bundled_model.py " + " ".join(sys.argv[1:])
     metadata = ModelMetadata(
         architecture=lite_architecture(trunk=args.trunk),
@@ -199,7 +214,7 @@ def main() -> None:
                     "epochs": args.synthetic_epochs,
                 },
             },
-            "settings": {k: (v.value if hasattr(v, "value") else v) for k, v in vars(settings).items()},
+            "settings": recorded(settings),
             "command": command.strip(),
             "torch_threads": torch.get_num_threads(),
         },

@@ -92,3 +92,27 @@ def test_the_committed_card_is_the_one_its_figures_give(tmp_path):
     assert write_card(copy) == (MODELS / "MODEL_CARD.md").read_text(), (
         "resources/models/MODEL_CARD.md is stale: run scripts/write_model_card.py"
     )
+
+
+def test_the_shipped_checkpoint_is_what_the_cards_command_trains(neon):
+    """The build script's training command, at today's defaults, asks for exactly the recipe,
+    data split, architecture and thread count the shipped checkpoint records."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from train_bundled_model import parse_options, recorded, split_by_site, training_settings
+    from treecrowns.core.annotations import read_deepforest_csv
+    from treecrowns.core.checkpoint import read_metadata
+
+    build = (REPO / "scripts" / "build_bundled_model.sh").read_text()
+    assert "$python scripts/train_bundled_model.py --threads 1\n" in build
+    args = parse_options(["--threads", "1"])
+    shipped = read_metadata(MODELS / "treecrowns-neon-lite.safetensors")
+    # The checkpoint stores JSON: tuples come back as lists.
+    assert shipped.provenance["settings"] == json.loads(json.dumps(recorded(training_settings(args))))
+    assert shipped.provenance["torch_threads"] == args.threads
+    assert shipped.architecture == json.loads(json.dumps(lite_architecture(trunk=args.trunk)))
+    assert shipped.view_scales == args.view_scales
+    train_items, validation_items = split_by_site(read_deepforest_csv(neon / "annotations.csv"))
+    data = shipped.provenance["training_data"]
+    assert data["train_plots"] == [Path(item.image_path).name for item in train_items]
+    assert data["validation_plots"] == [Path(item.image_path).name for item in validation_items]
+    assert data["left_out_site"] is None and data["pseudo_labels"] is None and data["synthetic_pretraining"] is None
