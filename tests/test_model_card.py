@@ -85,7 +85,6 @@ def test_the_card_says_how_many_patches_came_from_mosaics_and_how_many_threads_t
     assert "this checkpoint was trained with 1 thread," in card
 
 
-
 def test_the_committed_card_is_the_one_its_figures_give(tmp_path):
     copy = tmp_path / "models"
     shutil.copytree(MODELS, copy)
