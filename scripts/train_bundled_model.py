@@ -31,9 +31,10 @@ alone, keeping the epoch that does best on the real held-out plots, then trains 
 plots from there as usual.
 
 Mosaic patches (the default since 2026-11-30): ``--mosaic-share 0.5`` cuts half of the training
-patches from four random training plots side by side, and ``--scale-jitter 0.8,2.0`` zooms every patch
-by up to 2, so that crowns also appear at half their size. The recipe before that day was
-``--mosaic-share 0 --scale-jitter 0.8,1.25`` (the model card compares the two).
+patches from four random training plots side by side, so that a zoomed-out patch shows more trees
+instead of a black border. Every patch is zoomed by 0.8 to 1.25 (``--scale-jitter``). The model card
+compares this recipe with the one before mosaic patches (``--mosaic-share 0``) and with wider zooms
+(``--scale-jitter 0.8,2.0``, which costs the open savanna of SJER most of its F1).
 
 The checkpoint asks for its four turned views at 1 and 1.25 times its ground resolution
 (``--view-scales``, see core/views.py); the closing calibration decides whether views are
@@ -119,7 +120,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (0: torch's default, the number of cores); recorded in the checkpoint")
     parser.add_argument("--trunk", default="compact", choices=["compact", "resnet18"])
-    parser.add_argument("--scale-jitter", default="0.8,2.0",
+    parser.add_argument("--scale-jitter", default="0.8,1.25",
                         help="smallest,largest zoom of a training patch (crowns look this much smaller or larger)")
     parser.add_argument("--colour-jitter", type=float, default=1.0,
                         help="strength of the colour jitter (1: brightness and contrast +-25 %%, saturation +-30 %%, "
@@ -129,7 +130,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         "the others are resized to a zoom drawn from --scale-jitter")
     parser.add_argument("--mosaic-share", type=float, default=0.5,
                         help="share of training patches cut from a 2 x 2 mosaic of four random training plots (0 to 1), "
-                        "so that zooms up to 2 in --scale-jitter show more trees instead of a black border")
+                        "so that a zoomed-out patch shows more trees instead of a black border")
     parser.add_argument("--pseudo-labels", type=Path,
                         help="DeepForest CSV of pseudo-crowns on unlabelled plots (scripts/pseudo_label.py), added to training")
     parser.add_argument("--synthetic", type=Path,
