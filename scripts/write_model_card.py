@@ -6,8 +6,9 @@ Usage (from the repository root; scripts/build_bundled_model.sh runs it last):
 
 Reads, all in resources/models/: the checkpoint and its training history, validation.json
 (scripts/evaluate_model.py --resolutions 0.05,0.1,0.2 --json), leave-one-site-out.json
-(scripts/leave_one_site_out.py --json; sites not run yet are listed as such) and
-benchmark.json (scripts/benchmark_speed.py --json). Every figure on the card comes from
+(scripts/leave_one_site_out.py --json; sites not run yet are listed as such), recipes.json
+(the same estimate for earlier recipes, written by hand from their runs) and benchmark.json
+(scripts/benchmark_speed.py --json). Every figure on the card comes from
 these files, so the card cannot drift from what was measured.
 """
 
@@ -112,6 +113,43 @@ def loso_table(loso: dict) -> tuple[str, str]:
     return "\n".join(lines), "\n".join(f"- {note}" for note in notes)
 
 
+def mean_f1(f1_by_site: dict) -> float | None:
+    """Mean over the four sites, or None while a site is missing (a partial mean would mislead)."""
+    if any(site not in f1_by_site for site in SITES):
+        return None
+    return sum(f1_by_site[site] for site in SITES) / len(SITES)
+
+
+def recipe_table(recipes: list[dict], loso: dict, this_recipe: str) -> tuple[str, str]:
+    """Earlier recipes beside this checkpoint's, site by site, and a line saying which mean is best."""
+    columns = [(r["name"], r["f1"]) for r in recipes]
+    columns.append((f"{this_recipe} (this checkpoint)", {site: loso[site]["0.1"]["f1"] for site in SITES if site in loso}))
+    lines = ["| left-out site | " + " | ".join(name for name, _ in columns) + " |",
+             "| --- |" + " --- |" * len(columns)]
+    for site in SITES:
+        cells = [f"{f1[site]:.3f}" if site in f1 else "not run" for _, f1 in columns]
+        lines.append(f"| {site} | " + " | ".join(cells) + " |")
+    means = [mean_f1(f1) for _, f1 in columns]
+    cells = ["" if m is None else f"{m:.3f}" for m in means]
+    if means[-1] is not None:
+        cells[-1] = f"**{cells[-1]}**"
+    lines.append("| mean | " + " | ".join(cells) + " |")
+    known = [m for m in means if m is not None]
+    if means[-1] is None:
+        verdict = "This checkpoint's recipe has not been run on all four sites yet."
+    elif means[-1] >= max(known):
+        verdict = f"This checkpoint's recipe has the best mean of the {len(known)}."
+    else:
+        verdict = f"An earlier recipe has a higher mean ({max(known):.3f}) than this checkpoint's ({means[-1]:.3f})."
+    return "\n".join(lines), verdict
+
+
+def recipe_name(settings: dict) -> str:
+    """A checkpoint's recipe in the words of the recipe table: mosaic patches or not, and its zooms."""
+    zooms = "–".join(f"{v:g}" for v in settings["scale_jitter"])
+    return f"{'mosaic' if settings.get('mosaic_share') else 'no mosaic'}, zooms {zooms}"
+
+
 def views_text(meta) -> str:
     """How the checkpoint detects, in words."""
     if not meta.test_time_augmentation:
@@ -156,6 +194,7 @@ def main() -> None:
     validation = read_json(args.models, "validation.json")
     loso = read_json(args.models, "leave-one-site-out.json")
     benchmark = read_json(args.models, "benchmark.json")
+    recipes = read_json(args.models, "recipes.json")["recipes"]
     arch = meta.architecture
     settings = meta.provenance["settings"]
     data = meta.provenance["training_data"]
@@ -165,6 +204,7 @@ def main() -> None:
     chosen = way_of_detecting(meta.test_time_augmentation)
     val_table = validation["0.1"]
     loso_rows, loso_notes = loso_table(loso)
+    recipe_rows, recipe_verdict = recipe_table(recipes, loso, recipe_name(settings))
     values = {
         "size_mb": round(checkpoint.stat().st_size / 1e6),
         "labels": ", ".join(f"`{label}`" for label in meta.labels),
@@ -201,6 +241,8 @@ def main() -> None:
         "validation_table": site_table(val_table),
         "loso_table": loso_rows,
         "loso_notes": loso_notes,
+        "recipe_table": recipe_rows,
+        "recipe_verdict": recipe_verdict,
         "resolution_table": resolution_table(validation),
         "benchmark_px": benchmark["raster_px"],
         "benchmark_hectares": f"{benchmark['hectares']:g}",

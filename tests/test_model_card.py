@@ -26,9 +26,10 @@ def scores(tp: int, fp: int, missed: int, plots: int = 3) -> dict:
             "precision": p, "recall": r, "f1": 2 * p * r / (p + r)}
 
 
-def small_bundle(folder: Path, loso_sites: dict, newer_provenance: bool = False) -> None:
+def small_bundle(folder: Path, loso_sites: dict, newer_provenance: bool = False, recipes: list | None = None) -> None:
     """A checkpoint and figures to write a card from; ``newer_provenance`` adds what checkpoints
-    record since 2026-11-30 (half the patches from mosaics, one thread)."""
+    record since 2026-11-30 (half the patches from mosaics, one thread); ``recipes`` are earlier
+    recipes' leave-one-site-out F1s."""
     calibration = {"one view": {**scores(10, 10, 10), "score_threshold": 0.3},
                    "four views": {**scores(12, 8, 8), "score_threshold": 0.15}}
     settings = {"seed": 0, "epochs": 30, "steps_per_epoch": 100, "batch_size": 16, "weight_decay": 1e-4,
@@ -49,6 +50,7 @@ def small_bundle(folder: Path, loso_sites: dict, newer_provenance: bool = False)
     table = {"A": scores(12, 8, 8, 1), "all": scores(12, 8, 8, 1)}
     (folder / "validation.json").write_text(json.dumps({"0.05": table, "0.1": table, "0.2": table}))
     (folder / "leave-one-site-out.json").write_text(json.dumps(loso_sites))
+    (folder / "recipes.json").write_text(json.dumps({"recipes": recipes or []}))
     runs = [{"name": "bundled", "seconds": 4.0, "seconds_per_hectare": 1.0},
             {"name": "DeepForest", "seconds": 64.0, "seconds_per_hectare": 16.0}]
     (folder / "benchmark.json").write_text(json.dumps({"raster_px": 2000, "hectares": 4.0, "threads": 2, "speedup": 16.0, "runs": runs}))
@@ -76,6 +78,23 @@ def test_the_card_reports_the_figures_it_was_given_and_which_sites_are_missing(t
     card = write_card(tmp_path / "four")
     mean = sum(loso_row((20 * (i + 1), 20, 20))["0.1"]["f1"] for i in range(4)) / 4
     assert f"| **mean of the four sites** | | | | | **{mean:.3f}** |" in card
+
+
+def test_the_card_sets_earlier_recipes_beside_this_one_and_says_which_mean_is_best(tmp_path):
+    four = {site: loso_row((20, 20, 20)) for site in ("HARV", "OSBS", "SJER", "TEAK")}  # F1 0.5 each
+    worse = {"name": "old way", "f1": {"HARV": 0.4, "OSBS": 0.4, "SJER": 0.4, "TEAK": 0.4}}
+    better = {"name": "other way", "f1": {"HARV": 0.7, "OSBS": 0.5, "SJER": 0.5, "TEAK": 0.5}}
+    partial = {"name": "half run", "f1": {"SJER": 0.9}}
+    small_bundle(tmp_path / "best", four, recipes=[worse, partial])
+    card = write_card(tmp_path / "best")
+    assert "| left-out site | old way | half run | no mosaic, zooms 0.8–1.25 (this checkpoint) |" in card
+    assert "| HARV | 0.400 | not run | 0.500 |" in card and "| SJER | 0.400 | 0.900 | 0.500 |" in card
+    assert "| mean | 0.400 |  | **0.500** |" in card, "a recipe run on fewer than four sites gets no mean"
+    assert "This checkpoint's recipe has the best mean of the 2." in card
+
+    small_bundle(tmp_path / "beaten", four, recipes=[better])
+    card = write_card(tmp_path / "beaten")
+    assert "An earlier recipe has a higher mean (0.550) than this checkpoint's (0.500)." in card
 
 
 def test_the_card_says_how_many_patches_came_from_mosaics_and_how_many_threads_trained_it(tmp_path):
