@@ -131,6 +131,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mosaic-share", type=float, default=0.5,
                         help="share of training patches cut from a 2 x 2 mosaic of four random training plots (0 to 1), "
                         "so that a zoomed-out patch shows more trees instead of a black border")
+    parser.add_argument("--weight-average", type=float, default=0.0,
+                        help="validate and keep an exponential running average of the weights with this decay per "
+                        "step (e.g. 0.999) instead of the latest weights; 0: off")
     parser.add_argument("--pseudo-labels", type=Path,
                         help="DeepForest CSV of pseudo-crowns on unlabelled plots (scripts/pseudo_label.py), added to training")
     parser.add_argument("--synthetic", type=Path,
@@ -158,6 +161,7 @@ def training_settings(args: argparse.Namespace) -> TrainingSettings:
             colour_jitter=args.colour_jitter,
             native_share=args.native_share,
             mosaic_share=args.mosaic_share,
+            weight_average_decay=args.weight_average,
             seed=args.seed,
         ))
     except TreecrownsError as exc:

@@ -184,6 +184,32 @@ def test_settings_a_user_could_mistype_are_refused_with_what_to_change():
         TrainingSettings(native_share=1.5)
     with pytest.raises(TreecrownsError, match="mosaic share"):
         TrainingSettings(mosaic_share=-0.1)
+    with pytest.raises(TreecrownsError, match="weight average decay"):
+        TrainingSettings(weight_average_decay=1.0)
+
+
+def test_weight_averaging_saves_the_running_average_of_the_steps_not_the_last_step(tmp_path):
+    model = small_model()
+    steps = []  # the trained network's head after each step
+    settings = whole_network(replace(FAST, epochs=1, weight_average_decay=0.9))
+    head = model.network.head
+
+    def progress(fraction, message):
+        steps.append({k: v.clone() for k, v in head.state_dict().items()})
+
+    # 8 crowns: too few to hold any out, so the one epoch is saved whatever it scores.
+    train(model, [scene(tmp_path, "s0", 0)], tmp_path / "out.safetensors", settings, progress=progress)
+    saved = load_checkpoint(tmp_path / "out.safetensors").network.head.state_dict()
+    assert len(steps) == 3
+    for key, last in steps[-1].items():
+        # The first step is copied; later ones are blended in with a decay that ramps up:
+        # (1 + n) / (10 + n) after n steps, at most 0.9.
+        average = steps[0][key]
+        for n, step in enumerate(steps[1:], start=1):
+            decay = min(0.9, (1 + n) / (10 + n))
+            average = average * decay + step[key] * (1 - decay)
+        assert torch.allclose(saved[key], average, atol=1e-6), key
+    assert any(not torch.equal(saved[k], v) for k, v in steps[-1].items()), "the last step alone is not what is saved"
 
 
 def _region_with_one_crown(name: str, size: int, crown: tuple[int, int, int, int], value: float):
