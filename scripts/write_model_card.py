@@ -144,6 +144,17 @@ def recipe_table(recipes: list[dict], loso: dict, this_recipe: str) -> tuple[str
     return "\n".join(lines), verdict
 
 
+def recipe_commands(recipes: list[dict]) -> str:
+    """The command that retrains and scores each other recipe's leave-one-out checkpoints."""
+    commands = []
+    for recipe in recipes:
+        sites = [site for site in SITES if site in recipe["f1"]]
+        only = "" if len(sites) == len(SITES) else f" --sites {','.join(sites)}"
+        commands.append(f".venv/bin/python scripts/leave_one_site_out.py --train{only} --folder {recipe['folder']} \\\n"
+                        f"    --recipe \"{recipe['options']}\"")
+    return "\n".join(commands)
+
+
 def recipe_name(settings: dict) -> str:
     """A checkpoint's recipe in the words of the recipe table: mosaic patches or not, and its zooms."""
     zooms = "–".join(f"{v:g}" for v in settings["scale_jitter"])
@@ -243,6 +254,7 @@ def main() -> None:
         "loso_notes": loso_notes,
         "recipe_table": recipe_rows,
         "recipe_verdict": recipe_verdict,
+        "recipe_commands": recipe_commands(recipes),
         "resolution_table": resolution_table(validation),
         "benchmark_px": benchmark["raster_px"],
         "benchmark_hectares": f"{benchmark['hectares']:g}",

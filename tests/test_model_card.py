@@ -85,15 +85,19 @@ def test_the_card_reports_the_figures_it_was_given_and_which_sites_are_missing(t
 
 def test_the_card_sets_earlier_recipes_beside_this_one_and_says_which_mean_is_best(tmp_path):
     four = {site: loso_row((20, 20, 20)) for site in ("HARV", "OSBS", "SJER", "TEAK")}  # F1 0.5 each
-    worse = {"name": "old way", "f1": {"HARV": 0.4, "OSBS": 0.4, "SJER": 0.4, "TEAK": 0.4}}
-    better = {"name": "other way", "f1": {"HARV": 0.7, "OSBS": 0.5, "SJER": 0.5, "TEAK": 0.5}}
-    partial = {"name": "half run", "f1": {"SJER": 0.9}}
+    worse = {"name": "old way", "options": "--old", "folder": "output/old",
+             "f1": {"HARV": 0.4, "OSBS": 0.4, "SJER": 0.4, "TEAK": 0.4}}
+    better = {"name": "other way", "options": "--other", "folder": "output/other",
+              "f1": {"HARV": 0.7, "OSBS": 0.5, "SJER": 0.5, "TEAK": 0.5}}
+    partial = {"name": "half run", "options": "--half", "folder": "output/half", "f1": {"SJER": 0.9}}
     small_bundle(tmp_path / "best", four, recipes=[worse, partial])
     card = write_card(tmp_path / "best")
     assert "| left-out site | old way | half run | no mosaic, zooms 0.8–1.25 (this checkpoint) |" in card
     assert "| HARV | 0.400 | not run | 0.500 |" in card and "| SJER | 0.400 | 0.900 | 0.500 |" in card
     assert "| mean | 0.400 |  | **0.500** |" in card, "a recipe run on fewer than four sites gets no mean"
     assert "This checkpoint's recipe has the best mean of the 2." in card
+    assert '--train --folder output/old \\\n    --recipe "--old"' in card
+    assert '--train --sites SJER --folder output/half \\\n    --recipe "--half"' in card, "a partial run rebuilds its sites only"
 
     small_bundle(tmp_path / "beaten", four, recipes=[better])
     card = write_card(tmp_path / "beaten")
