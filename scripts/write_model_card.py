@@ -7,7 +7,7 @@ Usage (from the repository root; scripts/build_bundled_model.sh runs it last):
 Reads, all in resources/models/: the checkpoint and its training history, validation.json
 (scripts/evaluate_model.py --resolutions 0.05,0.1,0.2 --json), leave-one-site-out.json
 (scripts/leave_one_site_out.py --json; sites not run yet are listed as such), recipes.json
-(the same estimate for earlier recipes, written by hand from their runs) and benchmark.json
+(the same estimate for other recipes, written by hand from their runs) and benchmark.json
 (scripts/benchmark_speed.py --json). Every figure on the card comes from
 these files, so the card cannot drift from what was measured.
 """
@@ -72,6 +72,18 @@ def resolution_table(validation: dict) -> str:
     return "\n".join(lines)
 
 
+def site_f1(loso: dict) -> dict:
+    """F1 at 10 cm of each left-out site scored so far."""
+    return {site: loso[site]["0.1"]["f1"] for site in SITES if site in loso}
+
+
+def mean_f1(f1_by_site: dict) -> float | None:
+    """Mean over the four sites, or None while a site is missing (a partial mean would mislead)."""
+    if any(site not in f1_by_site for site in SITES):
+        return None
+    return sum(f1_by_site[site] for site in SITES) / len(SITES)
+
+
 def loso_table(loso: dict) -> tuple[str, str]:
     lines = [
         "| left-out site | plots | crowns | precision | recall | F1 | F1 at 0.05 m | F1 at 0.2 m | detection | best epoch | minutes |",
@@ -95,8 +107,8 @@ def loso_table(loso: dict) -> tuple[str, str]:
             f"{row['0.05']['f1']:.3f} | {row['0.2']['f1']:.3f} | {views} | {row['best_epoch']} | {row['minutes']} |"
         )
     notes = []
-    if len(done) == len(SITES):
-        mean = sum(loso[site]["0.1"]["f1"] for site in SITES) / len(SITES)
+    mean = mean_f1(site_f1(loso))
+    if mean is not None:
         lines.append(f"| **mean of the four sites** | | | | | **{mean:.3f}** | | | | | |")
     else:
         missing = [site for site in SITES if site not in loso]
@@ -113,17 +125,10 @@ def loso_table(loso: dict) -> tuple[str, str]:
     return "\n".join(lines), "\n".join(f"- {note}" for note in notes)
 
 
-def mean_f1(f1_by_site: dict) -> float | None:
-    """Mean over the four sites, or None while a site is missing (a partial mean would mislead)."""
-    if any(site not in f1_by_site for site in SITES):
-        return None
-    return sum(f1_by_site[site] for site in SITES) / len(SITES)
-
-
 def recipe_table(recipes: list[dict], loso: dict, this_recipe: str) -> tuple[str, str]:
-    """Earlier recipes beside this checkpoint's, site by site, and a line saying which mean is best."""
+    """Other recipes beside this checkpoint's, site by site, and a line saying which mean is best."""
     columns = [(r["name"], r["f1"]) for r in recipes]
-    columns.append((f"{this_recipe} (this checkpoint)", {site: loso[site]["0.1"]["f1"] for site in SITES if site in loso}))
+    columns.append((f"{this_recipe} (this checkpoint)", site_f1(loso)))
     lines = ["| left-out site | " + " | ".join(name for name, _ in columns) + " |",
              "| --- |" + " --- |" * len(columns)]
     for site in SITES:
@@ -140,7 +145,7 @@ def recipe_table(recipes: list[dict], loso: dict, this_recipe: str) -> tuple[str
     elif means[-1] >= max(known):
         verdict = f"This checkpoint's recipe has the best mean of the {len(known)}."
     else:
-        verdict = f"An earlier recipe has a higher mean ({max(known):.3f}) than this checkpoint's ({means[-1]:.3f})."
+        verdict = f"Another recipe has a higher mean ({max(known):.3f}) than this checkpoint's ({means[-1]:.3f})."
     return "\n".join(lines), verdict
 
 

@@ -101,7 +101,7 @@ def test_the_card_sets_earlier_recipes_beside_this_one_and_says_which_mean_is_be
 
     small_bundle(tmp_path / "beaten", four, recipes=[better])
     card = write_card(tmp_path / "beaten")
-    assert "An earlier recipe has a higher mean (0.550) than this checkpoint's (0.500)." in card
+    assert "Another recipe has a higher mean (0.550) than this checkpoint's (0.500)." in card
 
 
 def test_the_card_says_how_many_patches_came_from_mosaics_and_how_many_threads_trained_it(tmp_path):
