@@ -33,6 +33,7 @@ from .prediction import (
     DetectionSettings, Device, ProgressCallback, StopCheck, fit_input_size, predict_images, resolve_device, scales_of_run,
 )
 from .raster import RasterReader
+from .style_mixing import attach_style_mixing
 from .tiling import window_grid
 from .views import fuse_scales
 
@@ -80,6 +81,10 @@ class TrainingSettings:
     # (exponential, this decay per step) instead of the latest weights. An average over many
     # steps sits in a flatter place than any one step, which tends to carry better to new data.
     weight_average_decay: float = 0.0
+    # Share of training steps on which the trunk's early feature statistics are mixed between
+    # patches (core.style_mixing), so that the detector cannot lean on a site's colours and
+    # textures. 0: off.
+    style_mixing: float = 0.0
     seed: int = 0
     device: Device = Device.AUTO
 
@@ -104,6 +109,8 @@ class TrainingSettings:
             problems.append(f"mosaic share must be a fraction from 0 to 1, got {self.mosaic_share}")
         if not 0 <= self.weight_average_decay < 1:
             problems.append(f"weight average decay must be from 0 (off) to below 1, got {self.weight_average_decay}")
+        if not 0 <= self.style_mixing <= 1:
+            problems.append(f"style mixing must be a share of steps from 0 (off) to 1, got {self.style_mixing}")
         if problems:
             raise TreecrownsError("; ".join(problems))
 
@@ -551,62 +558,68 @@ def train(
     best_f1, best_epoch, saved_any = -1.0, 0, False
     best_metrics: dict = {}
     step = 0
-    for epoch in range(1, settings.epochs + 1):
-        started = time.perf_counter()
-        network.train()
-        if settings.freeze_batchnorm:
-            for module in network.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        sums = np.zeros(3)
-        for _ in range(steps):
-            if should_stop is not None and should_stop():
-                if not saved_any:
-                    raise Cancelled("training was cancelled before the first epoch finished; no checkpoint was written")
-                return TrainingResult(
-                    str(output_path), tuple(history), best_epoch, cancelled=True, metrics=best_metrics, notes=tuple(notes)
+    # Drawn from their own generator: turning style mixing on leaves the patches' draws as they were.
+    mixing = attach_style_mixing(network, settings.style_mixing, settings.seed + 1) if settings.style_mixing else []
+    try:
+        for epoch in range(1, settings.epochs + 1):
+            started = time.perf_counter()
+            network.train()
+            if settings.freeze_batchnorm:
+                for module in network.modules():
+                    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                        module.eval()
+            sums = np.zeros(3)
+            for _ in range(steps):
+                if should_stop is not None and should_stop():
+                    if not saved_any:
+                        raise Cancelled("training was cancelled before the first epoch finished; no checkpoint was written")
+                    return TrainingResult(
+                        str(output_path), tuple(history), best_epoch, cancelled=True, metrics=best_metrics, notes=tuple(notes)
+                    )
+                chosen = rng.choices(range(len(train_samples)), weights, k=settings.batch_size)
+                batch = [_random_patch(_patch_source(train_samples, i, weights, patch, settings, rng), patch, settings, rng) for i in chosen]
+                images = [img.to(device) for img, _ in batch]
+                targets = [{k: v.to(device) for k, v in t.items()} for _, t in batch]
+                losses = network(images, targets)
+                loss = losses["classification"] + losses["bbox_regression"]
+                optimiser.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 10.0)
+                optimiser.step()
+                scheduler.step()
+                if averaged is not None:
+                    averaged.update_parameters(network)
+                step += 1
+                sums += [loss.item(), losses["classification"].item(), losses["bbox_regression"].item()]
+                if progress is not None:
+                    progress(step / total_steps, f"epoch {epoch}/{settings.epochs}, step {step}/{total_steps}, loss {loss.item():.3f}")
+            means = sums / steps
+            kept_model = LoadedModel(kept_network, model.metadata)
+            metrics, threshold = validate(kept_model, val_samples, device, fixed) if val_samples else ({}, None)
+            f1 = metrics.get("f1")
+            # Too few validation crowns make F1 noise: then keep the latest epoch and the base threshold.
+            improved = f1 is None or not calibrate or f1 > best_f1
+            if improved:
+                best_f1, best_epoch = (f1 if f1 is not None else best_f1), epoch
+                best_metrics = {**metrics, "epoch": epoch} if metrics else {}
+                new_meta = replace(
+                    meta,
+                    score_threshold=threshold if threshold is not None else meta.score_threshold,
+                    metrics={**({"validation": best_metrics} if metrics else {}),
+                             **({"calibration": inherited} if inherited else {})},
                 )
-            chosen = rng.choices(range(len(train_samples)), weights, k=settings.batch_size)
-            batch = [_random_patch(_patch_source(train_samples, i, weights, patch, settings, rng), patch, settings, rng) for i in chosen]
-            images = [img.to(device) for img, _ in batch]
-            targets = [{k: v.to(device) for k, v in t.items()} for _, t in batch]
-            losses = network(images, targets)
-            loss = losses["classification"] + losses["bbox_regression"]
-            optimiser.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 10.0)
-            optimiser.step()
-            scheduler.step()
-            if averaged is not None:
-                averaged.update_parameters(network)
-            step += 1
-            sums += [loss.item(), losses["classification"].item(), losses["bbox_regression"].item()]
-            if progress is not None:
-                progress(step / total_steps, f"epoch {epoch}/{settings.epochs}, step {step}/{total_steps}, loss {loss.item():.3f}")
-        means = sums / steps
-        kept_model = LoadedModel(kept_network, model.metadata)
-        metrics, threshold = validate(kept_model, val_samples, device, fixed) if val_samples else ({}, None)
-        f1 = metrics.get("f1")
-        # Too few validation crowns make F1 noise: then keep the latest epoch and the base threshold.
-        improved = f1 is None or not calibrate or f1 > best_f1
-        if improved:
-            best_f1, best_epoch = (f1 if f1 is not None else best_f1), epoch
-            best_metrics = {**metrics, "epoch": epoch} if metrics else {}
-            new_meta = replace(
-                meta,
-                score_threshold=threshold if threshold is not None else meta.score_threshold,
-                metrics={**({"validation": best_metrics} if metrics else {}),
-                         **({"calibration": inherited} if inherited else {})},
+                save_checkpoint(LoadedModel(kept_network, new_meta), output_path)
+                model.metadata = new_meta
+                saved_any = True
+            report = EpochReport(
+                epoch, float(means[0]), float(means[1]), float(means[2]),
+                metrics.get("precision"), metrics.get("recall"), f1, threshold,
+                time.perf_counter() - started, improved,
             )
-            save_checkpoint(LoadedModel(kept_network, new_meta), output_path)
-            model.metadata = new_meta
-            saved_any = True
-        report = EpochReport(
-            epoch, float(means[0]), float(means[1]), float(means[2]),
-            metrics.get("precision"), metrics.get("recall"), f1, threshold,
-            time.perf_counter() - started, improved,
-        )
-        history.append(report)
-        if on_epoch is not None:
-            on_epoch(report)
-    return TrainingResult(str(output_path), tuple(history), best_epoch, metrics=best_metrics, notes=tuple(notes))
+            history.append(report)
+            if on_epoch is not None:
+                on_epoch(report)
+        return TrainingResult(str(output_path), tuple(history), best_epoch, metrics=best_metrics, notes=tuple(notes))
+    finally:
+        for hook in mixing:
+            hook.remove()

@@ -134,6 +134,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weight-average", type=float, default=0.0,
                         help="validate and keep an exponential running average of the weights with this decay per "
                         "step (e.g. 0.999) instead of the latest weights; 0: off")
+    parser.add_argument("--style-mixing", type=float, default=0.0,
+                        help="share of steps on which the trunk's early feature statistics are mixed between patches "
+                        "(0 to 1, e.g. 0.5), so that the detector cannot lean on a site's colours and textures; 0: off")
     parser.add_argument("--pseudo-labels", type=Path,
                         help="DeepForest CSV of pseudo-crowns on unlabelled plots (scripts/pseudo_label.py), added to training")
     parser.add_argument("--synthetic", type=Path,
@@ -162,6 +165,7 @@ def training_settings(args: argparse.Namespace) -> TrainingSettings:
             native_share=args.native_share,
             mosaic_share=args.mosaic_share,
             weight_average_decay=args.weight_average,
+            style_mixing=args.style_mixing,
             seed=args.seed,
         ))
     except TreecrownsError as exc:

@@ -11,6 +11,7 @@ from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model
 from treecrowns.core.errors import AnnotationError, Cancelled, CheckpointError, TreecrownsError
 from treecrowns.core.model import lite_architecture
 from treecrowns.core.prediction import DetectionSettings, detect
+from treecrowns.core.style_mixing import MIXED_STAGES, attach_style_mixing
 from treecrowns.core.training import TrainingSettings, load_samples, train, trainable_crowns, whole_network
 from treecrowns.core.evaluation import evaluate
 
@@ -186,6 +187,8 @@ def test_settings_a_user_could_mistype_are_refused_with_what_to_change():
         TrainingSettings(mosaic_share=-0.1)
     with pytest.raises(TreecrownsError, match="weight average decay"):
         TrainingSettings(weight_average_decay=1.0)
+    with pytest.raises(TreecrownsError, match="style mixing"):
+        TrainingSettings(style_mixing=1.5)
 
 
 def test_weight_averaging_saves_the_running_average_of_the_steps_not_the_last_step(tmp_path):
@@ -210,6 +213,29 @@ def test_weight_averaging_saves_the_running_average_of_the_steps_not_the_last_st
             average = average * decay + step[key] * (1 - decay)
         assert torch.allclose(saved[key], average, atol=1e-6), key
     assert any(not torch.equal(saved[k], v) for k, v in steps[-1].items()), "the last step alone is not what is saved"
+
+
+def test_style_mixing_acts_only_while_training_and_leaves_no_hooks_behind(tmp_path):
+    items = [scene(tmp_path, "s0", 0)]
+    plain = small_model()
+    train(plain, items, tmp_path / "plain.safetensors", whole_network(replace(FAST, epochs=1)))
+    mixed = small_model()
+    train(mixed, items, tmp_path / "mixed.safetensors", whole_network(replace(FAST, epochs=1, style_mixing=1.0)))
+    trunk = mixed.network.backbone.body
+    assert all(not getattr(trunk, stage)._forward_hooks for stage in MIXED_STAGES), "hooks removed after training"
+    plain_weights = load_checkpoint(tmp_path / "plain.safetensors").network.state_dict()
+    mixed_weights = load_checkpoint(tmp_path / "mixed.safetensors").network.state_dict()
+    assert any(not torch.equal(plain_weights[k], v) for k, v in mixed_weights.items()), "mixing changed what was learnt"
+
+    network = mixed.network.eval()
+    image = [torch.rand(3, 128, 128)]
+    with torch.no_grad():
+        before = network(image)[0]["scores"]
+        handles = attach_style_mixing(network, 1.0, seed=0)
+        after = network(image)[0]["scores"]
+    for handle in handles:
+        handle.remove()
+    assert torch.equal(before, after), "detection is untouched"
 
 
 def _region_with_one_crown(name: str, size: int, crown: tuple[int, int, int, int], value: float):
