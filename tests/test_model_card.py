@@ -75,12 +75,16 @@ def test_the_card_reports_the_figures_it_was_given_and_which_sites_are_missing(t
     assert "**16×" in card and "$" not in card
     assert "Every patch is cut from one plot." in card, "a checkpoint without mosaic patches says so"
     assert "does not record its number of threads" in card
+    assert "OSBS 0.469, SJER 0.568; no mean until all four sites are run" in card and "**Not reached.**" in card
+    assert "Size: " in card and "Speed: 16× faster" in card
 
     four = {site: loso_row((20 * (i + 1), 20, 20)) for i, site in enumerate(("HARV", "OSBS", "SJER", "TEAK"))}
     small_bundle(tmp_path / "four", four)
     card = write_card(tmp_path / "four")
     mean = sum(loso_row((20 * (i + 1), 20, 20))["0.1"]["f1"] for i in range(4)) / 4
     assert f"| **mean of the four sites** | | | | | **{mean:.3f}** |" in card
+    assert f"mean **{mean:.3f}** (HARV " in card, "the headline gives the same mean as the table"
+    assert "Goal: 0.65 (DeepForest's release model: about 0.70). Reached." in card, "a mean of 0.65 or more meets the goal"
 
 
 def test_the_card_sets_earlier_recipes_beside_this_one_and_says_which_mean_is_best(tmp_path):
