@@ -152,19 +152,16 @@ def at_a_glance(validation: dict, loso: dict, benchmark: dict, size_mb: int) -> 
 
 
 def recipe_table(recipes: list[dict], loso: dict, this_recipe: str) -> tuple[str, str]:
-    """Other recipes beside this checkpoint's, site by site, and a line saying which mean is best."""
-    columns = [(r["name"], r["f1"]) for r in recipes]
-    columns.append((f"{this_recipe} (this checkpoint)", site_f1(loso)))
-    lines = ["| left-out site | " + " | ".join(name for name, _ in columns) + " |",
-             "| --- |" + " --- |" * len(columns)]
-    for site in SITES:
-        cells = [f"{f1[site]:.3f}" if site in f1 else "not run" for _, f1 in columns]
-        lines.append(f"| {site} | " + " | ".join(cells) + " |")
-    means = [mean_f1(f1) for _, f1 in columns]
-    cells = ["" if m is None else f"{m:.3f}" for m in means]
-    if means[-1] is not None:
-        cells[-1] = f"**{cells[-1]}**"
-    lines.append("| mean | " + " | ".join(cells) + " |")
+    """Other recipes and this checkpoint's, a row each, and a line saying which mean is best."""
+    rows = [(r["name"], r["f1"]) for r in recipes]
+    rows.append((f"{this_recipe} (this checkpoint)", site_f1(loso)))
+    lines = ["| recipe | " + " | ".join(SITES) + " | mean |", "| --- |" + " --- |" * (len(SITES) + 1)]
+    means = [mean_f1(f1) for _, f1 in rows]
+    for row, ((name, f1), mean) in enumerate(zip(rows, means)):
+        cells = [f"{f1[site]:.3f}" if site in f1 else "not run" for site in SITES]
+        this_checkpoint = row == len(rows) - 1
+        cells.append("" if mean is None else f"**{mean:.3f}**" if this_checkpoint else f"{mean:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     known = [m for m in means if m is not None]
     if means[-1] is None:
         verdict = "This checkpoint's recipe has not been run on all four sites yet."

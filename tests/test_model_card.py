@@ -96,9 +96,10 @@ def test_the_card_sets_earlier_recipes_beside_this_one_and_says_which_mean_is_be
     partial = {"name": "half run", "options": "--half", "folder": "output/half", "f1": {"SJER": 0.9}}
     small_bundle(tmp_path / "best", four, recipes=[worse, partial])
     card = write_card(tmp_path / "best")
-    assert "| left-out site | old way | half run | no mosaic, zooms 0.8–1.25 (this checkpoint) |" in card
-    assert "| HARV | 0.400 | not run | 0.500 |" in card and "| SJER | 0.400 | 0.900 | 0.500 |" in card
-    assert "| mean | 0.400 |  | **0.500** |" in card, "a recipe run on fewer than four sites gets no mean"
+    assert "| recipe | HARV | OSBS | SJER | TEAK | mean |" in card
+    assert "| old way | 0.400 | 0.400 | 0.400 | 0.400 | 0.400 |" in card
+    assert "| half run | not run | not run | 0.900 | not run |  |" in card, "a recipe run on fewer than four sites gets no mean"
+    assert "| no mosaic, zooms 0.8–1.25 (this checkpoint) | 0.500 | 0.500 | 0.500 | 0.500 | **0.500** |" in card
     assert "This checkpoint's recipe has the best mean of the 2." in card
     assert '--train --folder output/old \\\n    --recipe "--old"' in card
     assert '--train --sites SJER --folder output/half \\\n    --recipe "--half"' in card, "a partial run rebuilds its sites only"
