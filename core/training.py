@@ -46,9 +46,9 @@ _FEW_CROWNS = 15
 _CALIBRATION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 # Calibration keeps four fused views unless one view scores at least this much more F1 on the
 # held-out plots. On a dozen plots the two ways' F1 differ by a few hundredths from noise alone,
-# and four views carried better to sites the model had never seen: over twelve leave-one-out
-# checkpoints they were up to 0.08 better there and never more than 0.01 worse, while the
-# calibrated choice picked one view four times on held-out margins of 0.011 to 0.023 (model card).
+# and four views carried better to sites the model had never seen: over fourteen leave-one-out
+# checkpoints they were up to 0.08 better there and at most 0.022 worse, while the calibrated
+# choice picked one view four times on held-out margins of 0.011 to 0.023 (model card).
 ONE_VIEW_MARGIN = 0.03
 _VALIDATION_NMS = 0.3
 
