@@ -44,8 +44,8 @@ _MIN_VALIDATION_CROWNS = 30
 # Below this many crowns, fine-tuning often made the model worse on the site's other plots.
 _FEW_CROWNS = 15
 _CALIBRATION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
-# Calibration keeps four fused views unless one view scores at least this much more F1 on the
-# held-out plots. On a dozen plots the two ways' F1 differ by a few hundredths from noise alone,
+# Calibration keeps four fused views unless one view's F1 on the held-out plots is higher by more
+# than this. On a dozen plots the two ways' F1 differ by a few hundredths from noise alone,
 # and four views carried better to sites the model had never seen: over fourteen leave-one-out
 # checkpoints they were up to 0.08 better there and at most 0.022 worse, while the calibrated
 # choice picked one view four times on held-out margins of 0.011 to 0.023 (model card).
