@@ -6,8 +6,8 @@ Usage (from the repository root, after scripts/setup.sh):
         --folders output/leave-one-site-out,output/loso-seed-1 [--view-scales 1]
 
 One training run of a recipe is a noisy draw (the seed alone moves a left-out site's F1 by up
-to 0.13 and the four-site mean by 0.05; see the model card), and averaging several networks usually steadies that. Here the
-checkpoints trained without a site in each folder (``without-SITE.safetensors``, for
+to 0.13 and the four-site mean by 0.05; see the model card), and averaging several networks
+usually steadies that. Here the checkpoints trained without a site in each folder (``without-SITE.safetensors``, for
 instance the same recipe with different seeds) detect on every plot: each in its four turned
 views, at its own view scales or at ``--view-scales``, keeping crowns down to the views' score
 floor. The members' crowns are then fused as the views and scales are (``core.views``): a
