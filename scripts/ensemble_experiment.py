@@ -7,11 +7,11 @@ Usage (from the repository root, after scripts/setup.sh):
 
 One training run of a recipe is a noisy draw (the seed alone moves a left-out site's F1 by up
 to 0.13 and the four-site mean by 0.05; see the model card), and averaging several networks
-usually steadies that. Here the checkpoints trained without a site in each folder (``without-SITE.safetensors``, for
-instance the same recipe with different seeds) detect on every plot: each in its four turned
-views, at its own view scales or at ``--view-scales``, keeping crowns down to the views' score
-floor. The members' crowns are then fused as the views and scales are (``core.views``): a
-crown's score is the mean of each member's best score for it.
+usually steadies that. Here the checkpoints trained without a site in each folder
+(``without-SITE.safetensors``, for instance the same recipe with different seeds) detect on
+every plot: each in its four turned views, at its own view scales or at ``--view-scales``,
+keeping crowns down to the views' score floor. The members' crowns are then fused as the views
+and scales are (``core.views``): a crown's score is the mean of each member's best score for it.
 
 Every member and the ensemble get their score threshold the way training chooses it: the best
 F1 on the training sites' held-out plots (the members' validation plots), never on the left-out
