@@ -43,7 +43,7 @@ _MIN_STEPS_PER_EPOCH = 20
 _MIN_VALIDATION_CROWNS = 30
 # Below this many crowns, fine-tuning often made the model worse on the site's other plots.
 _FEW_CROWNS = 15
-_CALIBRATION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
+CALIBRATION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 # Calibration keeps four fused views unless one view's F1 on the held-out plots is higher by more
 # than this. On a dozen plots the two ways' F1 differ by a few hundredths from noise alone,
 # and four views carried better to sites the model had never seen: over fourteen leave-one-out
@@ -334,12 +334,12 @@ def validate(
 ) -> tuple[dict, float]:
     """Best F1 over a range of score thresholds and that threshold, or F1 at ``fixed_threshold``."""
     model.network.eval()
-    model.network.score_thresh = min(_CALIBRATION_THRESHOLDS)
+    model.network.score_thresh = min(CALIBRATION_THRESHOLDS)
     model.network.nms_thresh = _VALIDATION_NMS
     predictions = [predict_sample(model, s.image.numpy(), device) for s in samples]
     references = {s.name: s.boxes.numpy() for s in samples}
-    best, best_threshold = None, _CALIBRATION_THRESHOLDS[0]
-    for threshold in (_CALIBRATION_THRESHOLDS if fixed_threshold is None else (fixed_threshold,)):
+    best, best_threshold = None, CALIBRATION_THRESHOLDS[0]
+    for threshold in (CALIBRATION_THRESHOLDS if fixed_threshold is None else (fixed_threshold,)):
         kept = {s.name: p["boxes"][p["scores"] >= threshold] for s, p in zip(samples, predictions)}
         result = evaluate(kept, references, DEFAULT_IOU_THRESHOLD).as_dict()
         if best is None or result["f1"] > best["f1"]:

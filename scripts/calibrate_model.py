@@ -22,8 +22,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
+sys.path.insert(0, str(REPO / "scripts"))
 
-from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
+from evaluate_model import DEFAULT_DATA, plots_by_name  # noqa: E402
 from treecrowns.core.checkpoint import check_view_scales, load_checkpoint, save_checkpoint, way_of_detecting  # noqa: E402
 from treecrowns.core.errors import CheckpointError  # noqa: E402
 from treecrowns.core.training import calibrate_inference  # noqa: E402
@@ -42,9 +43,6 @@ def view_scales_option(text: str) -> tuple[float, ...]:
     return scales
 
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "neon"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True)
@@ -58,7 +56,7 @@ def main() -> None:
     model = load_checkpoint(args.model)
     if args.view_scales:
         model.metadata = replace(model.metadata, view_scales=args.view_scales)
-    items = {Path(i.image_path).name: i for i in read_deepforest_csv(args.data / "annotations.csv")}
+    items = plots_by_name(args.data)
     names = args.plots.split(",") if args.plots else model.metadata.provenance.get("training_data", {}).get("validation_plots")
     if not names:
         raise SystemExit(f"{args.model} records no validation plots; name some with --plots")

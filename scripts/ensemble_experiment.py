@@ -32,14 +32,13 @@ sys.path.insert(0, str(REPO / "build" / "plugins"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from calibrate_model import view_scales_option  # noqa: E402
-from evaluate_model import DEFAULT_DATA  # noqa: E402
-from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
+from evaluate_model import DEFAULT_DATA, plots_by_name  # noqa: E402
+from leave_one_site_out import checkpoint_for, finished  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
 from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
+from treecrowns.core.training import CALIBRATION_THRESHOLDS  # noqa: E402
 from treecrowns.core.views import VIEW_SCORE_FLOOR, fuse_scales  # noqa: E402
-
-THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 
 Found = dict[str, tuple[np.ndarray, np.ndarray]]  # plot name -> (pixel boxes, scores)
 
@@ -71,7 +70,7 @@ def f1_at(found: Found, items: dict, threshold: float) -> float:
 
 def calibrated(found: Found, items: dict) -> float:
     """The threshold with the best F1 on these plots (the lowest, on a tie)."""
-    return max(THRESHOLDS, key=lambda t: (f1_at(found, items, t), -t))
+    return max(CALIBRATION_THRESHOLDS, key=lambda t: (f1_at(found, items, t), -t))
 
 
 def main() -> None:
@@ -84,17 +83,17 @@ def main() -> None:
     folders = [Path(f) for f in args.folders.split(",")]
     if len(folders) < 2:
         raise SystemExit("--folders needs at least two folders to fuse")
-    items = {Path(i.image_path).name: i for i in read_deepforest_csv(args.data / "annotations.csv")}
+    items = plots_by_name(args.data)
 
     print("| left-out site | " + " | ".join(f"{f.name} (threshold)" for f in folders) + " | fused (threshold) |")
     print("| --- " * (len(folders) + 2) + "|")
     for site in args.sites.split(","):
         models = []
         for folder in folders:
-            path = folder / f"without-{site}.safetensors"
-            if not path.exists():
-                raise SystemExit(f"{path} does not exist; train it with scripts/leave_one_site_out.py --folder {folder}")
-            model = load_checkpoint(path)
+            if not finished(folder, site):
+                raise SystemExit(f"{checkpoint_for(folder, site)} is missing or unfinished; train it with "
+                                 f"scripts/leave_one_site_out.py --train --sites {site} --folder {folder}")
+            model = load_checkpoint(checkpoint_for(folder, site))
             if args.view_scales:
                 model.metadata = replace(model.metadata, view_scales=args.view_scales)
             models.append(model)

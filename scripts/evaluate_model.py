@@ -36,6 +36,11 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "neon"
 DEFAULT_MODEL = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
 
 
+def plots_by_name(data: Path) -> dict:
+    """The annotated plots in ``data``/annotations.csv, by file name (``SITE_NNN.tif``)."""
+    return {Path(i.image_path).name: i for i in read_deepforest_csv(data / "annotations.csv")}
+
+
 def resampled_copy(path: str, resolution: float, folder: Path) -> tuple[str, float]:
     """The plot resampled to ``resolution`` metres per pixel, and new pixels per old pixel."""
     with rasterio.open(path) as src:
@@ -126,7 +131,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = load_checkpoint(args.model)
-    items = {Path(i.image_path).name: i for i in read_deepforest_csv(args.data / "annotations.csv")}
+    items = plots_by_name(args.data)
     names = plot_names(model, items, args.plots)
     views = f"{model.metadata.views_description()}, fused" if model.metadata.test_time_augmentation else "one view"
     figures: dict = {}

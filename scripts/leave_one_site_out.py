@@ -43,8 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from evaluate_model import DEFAULT_DATA, plot_names, score_plots  # noqa: E402
-from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
+from evaluate_model import DEFAULT_DATA, plot_names, plots_by_name, score_plots  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings  # noqa: E402
 
@@ -105,7 +104,7 @@ def main() -> None:
     absent = [str(checkpoint_for(folder, site)) for site in sites if not finished(folder, site)]
     if absent:
         raise SystemExit(f"missing or unfinished checkpoint(s) {absent}; run with --train")
-    items = {Path(i.image_path).name: i for i in read_deepforest_csv(args.data / "annotations.csv")}
+    items = plots_by_name(args.data)
     summary: dict = {}
     with tempfile.TemporaryDirectory() as scratch:
         for site in sites:
