@@ -1,0 +1,110 @@
+"""Would a stricter clean-up of the fused crowns help on an unseen site?
+
+Usage (from the repository root, after scripts/setup.sh):
+
+    .venv/bin/python scripts/crown_filter_experiment.py [--sites HARV,OSBS,SJER,TEAK] \
+        --folders output/leave-one-site-out,output/loso-seed-1
+
+On a site it has never seen, a leave-one-out model puts several small boxes on one large
+crown (SJER's oaks, HARV's broadleaves; see the model card's miss analysis). Two clean-ups
+that need no retraining, applied to the crowns after the views are fused:
+
+* a stricter non-maximum suppression: a crown overlapping a better-scoring one by more than
+  IoU 0.2 (or 0.1) is dropped;
+* containment: a crown lying mostly (a given fraction of its area) inside a better-scoring
+  one is dropped, however small it is.
+
+Every way gets its score threshold on the training sites' held-out plots, as training chooses
+it, and the left-out site is scored at that threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "build" / "plugins"))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from ensemble_experiment import Found, calibrated, f1_at, found_by  # noqa: E402
+from evaluate_model import DEFAULT_DATA, plots_by_name  # noqa: E402
+from leave_one_site_out import checkpoint_for, finished  # noqa: E402
+from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
+
+
+def stricter_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    return torchvision.ops.nms(torch.as_tensor(boxes).float(), torch.as_tensor(scores).float(), iou).numpy()
+
+
+def without_contained(boxes: np.ndarray, scores: np.ndarray, share: float) -> np.ndarray:
+    """Indices of the crowns that do not lie, by more than ``share`` of their area, inside a better one."""
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    kept: list[int] = []
+    for i in np.argsort(-scores):
+        if kept:
+            better = boxes[kept]
+            width = np.minimum(boxes[i, 2], better[:, 2]) - np.maximum(boxes[i, 0], better[:, 0])
+            height = np.minimum(boxes[i, 3], better[:, 3]) - np.maximum(boxes[i, 1], better[:, 1])
+            inside = np.clip(width, 0, None) * np.clip(height, 0, None) / max(areas[i], 1e-9)
+            if (inside > share).any():
+                continue
+        kept.append(int(i))
+    return np.asarray(kept, dtype=int)
+
+
+WAYS = {
+    "as fused": lambda b, s: np.arange(len(s)),
+    "NMS 0.2": lambda b, s: stricter_nms(b, s, 0.2),
+    "NMS 0.1": lambda b, s: stricter_nms(b, s, 0.1),
+    "contained 0.9": lambda b, s: without_contained(b, s, 0.9),
+    "contained 0.75": lambda b, s: without_contained(b, s, 0.75),
+    "contained 0.5": lambda b, s: without_contained(b, s, 0.5),
+}
+
+
+def filtered(found: Found, way) -> Found:
+    result = {}
+    for name, (boxes, scores) in found.items():
+        boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+        keep = way(boxes, scores) if len(scores) else np.zeros(0, dtype=int)
+        result[name] = (boxes[keep], np.asarray(scores)[keep])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sites", default="HARV,OSBS,SJER,TEAK")
+    parser.add_argument("--folders", required=True, help="comma-separated folders of leave-one-out checkpoints")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    items = plots_by_name(args.data)
+
+    print("| checkpoint | left-out site | " + " | ".join(WAYS) + " |")
+    print("| --- " * (len(WAYS) + 2) + "|")
+    columns: dict[str, list[float]] = {name: [] for name in WAYS}
+    for folder in (Path(f) for f in args.folders.split(",")):
+        for site in args.sites.split(","):
+            if not finished(folder, site):
+                raise SystemExit(f"{checkpoint_for(folder, site)} is missing or unfinished")
+            model = load_checkpoint(checkpoint_for(folder, site))
+            validation = found_by(model, items, model.metadata.provenance["training_data"]["validation_plots"])
+            on_site = found_by(model, items, sorted(n for n in items if n.split("_")[0] == site))
+            cells = []
+            for name, way in WAYS.items():
+                threshold = calibrated(filtered(validation, way), items)
+                f1 = f1_at(filtered(on_site, way), items, threshold)
+                columns[name].append(f1)
+                cells.append(f"{f1:.3f}")
+            print(f"| {folder.name} | {site} | " + " | ".join(cells) + " |", flush=True)
+    print("| mean | | " + " | ".join(f"{np.mean(c):.3f}" for c in columns.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
