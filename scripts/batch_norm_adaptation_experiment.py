@@ -102,13 +102,12 @@ def centre_crops(images: list[np.ndarray]) -> list[np.ndarray]:
     return crops
 
 
-def found_adapted(model: LoadedModel, items: dict, names: list[str], share: float, shared: Statistics | None = None) -> Found:
-    """Crowns on each plot, found with each plot's own statistics (or ``shared`` for all of them)."""
+def found_adapted(model: LoadedModel, items: dict, statistics: dict[str, Statistics], share: float) -> Found:
+    """Crowns on each plot named in ``statistics``, found with ``share`` of the statistics given for it."""
     training = current_statistics(model.network)
     found: Found = {}
     try:
-        for name in names:
-            imagery = shared if shared is not None else statistics_of(model, [plot_image(model, items[name].image_path)])
+        for name, imagery in statistics.items():
             set_statistics(model.network, training, imagery, share)
             found.update(found_by(model, items, [name]))
     finally:
@@ -138,14 +137,18 @@ def main() -> None:
             model = load_checkpoint(checkpoint_for(folder, site))
             validation = model.metadata.provenance["training_data"]["validation_plots"]
             plots = sorted(n for n in items if n.split("_")[0] == site)
-            site_statistics = statistics_of(model, centre_crops([plot_image(model, items[n].image_path) for n in plots]))
-            ways = [(0.0, None), *((s, None) for s in shares), (1.0, site_statistics)]
+            images = {name: plot_image(model, items[name].image_path) for name in [*validation, *plots]}
+            own = {name: statistics_of(model, [image]) for name, image in images.items()}
+            site_statistics = statistics_of(model, centre_crops([images[name] for name in plots]))
+            # The training sites' held-out plots choose each share's threshold, always with their own statistics.
+            thresholds = {share: calibrated(found_adapted(model, items, {n: own[n] for n in validation}, share), items)
+                          for share in {0.0, *shares, 1.0}}
+            ways = [(0.0, own), *((share, own) for share in shares), (1.0, dict.fromkeys(plots, site_statistics))]
             cells = []
-            for column, (share, shared) in zip(columns, ways):
-                threshold = calibrated(found_adapted(model, items, validation, share), items)
-                f1 = f1_at(found_adapted(model, items, plots, share, shared), items, threshold)
+            for column, (share, statistics) in zip(columns, ways):
+                f1 = f1_at(found_adapted(model, items, {n: statistics[n] for n in plots}, share), items, thresholds[share])
                 column.append(f1)
-                cells.append(f"{f1:.3f} ({threshold:g})")
+                cells.append(f"{f1:.3f} ({thresholds[share]:g})")
             print(f"| {folder.name} | {site} | " + " | ".join(cells) + " |", flush=True)
     print("| mean | | " + " | ".join(f"{np.mean(c):.3f}" for c in columns) + " |")
 

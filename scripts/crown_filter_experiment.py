@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
@@ -35,25 +34,22 @@ sys.path.insert(0, str(REPO / "scripts"))
 from ensemble_experiment import Found, calibrated, f1_at, found_by  # noqa: E402
 from evaluate_model import DEFAULT_DATA, plots_by_name  # noqa: E402
 from leave_one_site_out import checkpoint_for, finished  # noqa: E402
+from treecrowns.core.boxes import areas, class_aware_nms, intersections  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
 
 
 def stricter_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    return torchvision.ops.nms(torch.as_tensor(boxes).float(), torch.as_tensor(scores).float(), iou).numpy()
+    """The engine's non-maximum suppression at another IoU (one class: the checkpoints have one)."""
+    return class_aware_nms(boxes, scores, np.zeros(len(scores), dtype=np.int64), iou)
 
 
 def without_contained(boxes: np.ndarray, scores: np.ndarray, share: float) -> np.ndarray:
     """Indices of the crowns that do not lie, by more than ``share`` of their area, inside a better one."""
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    box_areas = np.maximum(areas(boxes), 1e-9)
     kept: list[int] = []
     for i in np.argsort(-scores):
-        if kept:
-            better = boxes[kept]
-            width = np.minimum(boxes[i, 2], better[:, 2]) - np.maximum(boxes[i, 0], better[:, 0])
-            height = np.minimum(boxes[i, 3], better[:, 3]) - np.maximum(boxes[i, 1], better[:, 1])
-            inside = np.clip(width, 0, None) * np.clip(height, 0, None) / max(areas[i], 1e-9)
-            if (inside > share).any():
-                continue
+        if kept and (intersections(boxes[i : i + 1], boxes[kept])[0] / box_areas[i] > share).any():
+            continue
         kept.append(int(i))
     return np.asarray(kept, dtype=int)
 
