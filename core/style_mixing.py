@@ -39,16 +39,16 @@ def mix_styles(features: torch.Tensor, weights: torch.Tensor, partners: torch.Te
     return normalised * mixed_spread + mixed_mean
 
 
-def attach_style_mixing(network: torch.nn.Module, probability: float, seed: int) -> list[RemovableHandle]:
+def attach_style_mixing(network: torch.nn.Module, probability: float, rng: np.random.Generator) -> list[RemovableHandle]:
     """Mix styles after each of the trunk's ``MIXED_STAGES``, on a ``probability`` share of training steps.
 
-    The draws come from their own generator (``seed``), so turning style mixing on leaves the
-    training's other random draws (patches, crops, colours) as they were.
+    The draws come from their own generator ``rng``, so turning style mixing on leaves the
+    training's other random draws (patches, crops, colours) as they were, and a training that
+    goes on after a stop can restore the generator's state.
 
     Returns:
         The hooks' handles; call ``remove()`` on each when training ends.
     """
-    rng = np.random.default_rng(seed)
 
     def mix_after_stage(module: torch.nn.Module, _inputs, output: torch.Tensor) -> torch.Tensor | None:
         if not module.training or len(output) < 2 or rng.random() >= probability:

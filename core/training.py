@@ -11,6 +11,7 @@ atomically, together with the score threshold that gave its best F1.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import time
@@ -35,6 +36,7 @@ from .prediction import (
 from .raster import RasterReader
 from .style_mixing import attach_style_mixing
 from .tiling import window_grid
+from .training_state import load_training_state, remove_training_state, save_training_state
 from .views import fuse_scales
 
 # An epoch is at least this many steps, so that a few corrected plots still train the model.
@@ -473,6 +475,30 @@ def check_labels(model: LoadedModel, items: Sequence[ImageAnnotations]) -> None:
         )
 
 
+def _training_fingerprint(
+    model: LoadedModel, settings: TrainingSettings, train_samples: Sequence[_Sample], val_samples: Sequence[_Sample], steps: int
+) -> dict:
+    """What makes two trainings the same one: settings, images, model and its starting weights.
+
+    The device is left out: a training stopped on a GPU may go on on the CPU.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in model.network.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    meta = model.metadata
+    return {
+        "settings": {k: v for k, v in vars(settings).items() if k != "device"},
+        "steps_per_epoch": steps,
+        "train_images": [s.name for s in train_samples],
+        "validation_images": [s.name for s in val_samples],
+        "labels": list(meta.labels),
+        "ground_resolution_m": meta.ground_resolution_m,
+        "patch_size": meta.patch_size,
+        "starting_weights": digest.hexdigest(),
+    }
+
+
 def train(
     model: LoadedModel,
     train_items: Sequence[ImageAnnotations],
@@ -482,6 +508,7 @@ def train(
     progress: ProgressCallback | None = None,
     should_stop: StopCheck | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    state_path: str | Path | None = None,
 ) -> TrainingResult:
     """Train ``model`` in place and write its best state to ``output_path``.
 
@@ -497,11 +524,16 @@ def train(
         progress: Called with (fraction, message) after every step.
         should_stop: Polled every step; on True training stops and the best checkpoint so far stays.
         on_epoch: Called after every epoch with its report.
+        state_path: Where to keep the training's full state after every epoch
+            (``core.training_state``). If the file already holds the state of this same
+            training, stopped or cancelled, training goes on from the epoch after it and
+            the history holds every epoch; the file is removed when training completes.
 
     Raises:
         AnnotationError: If there is nothing to train on.
         CheckpointError: If the annotations' classes do not fit the model.
         Cancelled: If stopped before any checkpoint was written.
+        TreecrownsError: If ``state_path`` holds another training's state.
     """
     crowns = trainable_crowns(train_items)
     if crowns == 0:
@@ -571,9 +603,31 @@ def train(
     best_metrics: dict = {}
     step = 0
     # Drawn from their own generator: turning style mixing on leaves the patches' draws as they were.
-    mixing = attach_style_mixing(network, settings.style_mixing, settings.seed + 1) if settings.style_mixing else []
+    mixing_rng = np.random.default_rng(settings.seed + 1)
+    fingerprint = _training_fingerprint(model, settings, train_samples, val_samples, steps) if state_path else {}
+    resumed = load_training_state(state_path, fingerprint) if state_path else None
+    if resumed is not None:
+        if resumed["saved_any"] and not Path(output_path).exists():
+            raise TreecrownsError(
+                f"the training state {state_path} goes with the checkpoint {output_path}, which is gone; "
+                "delete the state to train from the start"
+            )
+        network.load_state_dict(resumed["network"])
+        if averaged is not None:
+            averaged.load_state_dict(resumed["averaged"])
+        optimiser.load_state_dict(resumed["optimiser"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        rng.setstate(resumed["python_random"])
+        torch.set_rng_state(resumed["torch_random"])
+        mixing_rng.bit_generator.state = resumed["mixing_random"]
+        step, best_f1, best_epoch, saved_any = resumed["step"], resumed["best_f1"], resumed["best_epoch"], resumed["saved_any"]
+        best_metrics = resumed["best_metrics"]
+        model.metadata = ModelMetadata.from_json(resumed["metadata"])
+        history = [EpochReport(**report) for report in resumed["history"]]
+    first_epoch = len(history) + 1
+    mixing = attach_style_mixing(network, settings.style_mixing, mixing_rng) if settings.style_mixing else []
     try:
-        for epoch in range(1, settings.epochs + 1):
+        for epoch in range(first_epoch, settings.epochs + 1):
             started = time.perf_counter()
             network.train()
             if settings.freeze_batchnorm:
@@ -629,8 +683,24 @@ def train(
                 time.perf_counter() - started, improved,
             )
             history.append(report)
+            if state_path:
+                save_training_state(state_path, fingerprint, {
+                    "network": network.state_dict(),
+                    "averaged": averaged.state_dict() if averaged is not None else {},
+                    "optimiser": optimiser.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "python_random": rng.getstate(),
+                    "torch_random": torch.get_rng_state(),
+                    "mixing_random": mixing_rng.bit_generator.state,
+                    "step": step, "best_f1": best_f1, "best_epoch": best_epoch, "saved_any": saved_any,
+                    "best_metrics": best_metrics,
+                    "metadata": model.metadata.to_json(),
+                    "history": [vars(r) for r in history],
+                })
             if on_epoch is not None:
                 on_epoch(report)
+        if state_path:
+            remove_training_state(state_path)
         return TrainingResult(str(output_path), tuple(history), best_epoch, metrics=best_metrics, notes=tuple(notes))
     finally:
         for hook in mixing:

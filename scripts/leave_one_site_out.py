@@ -8,7 +8,8 @@ For each site, the checkpoint output/leave-one-site-out/without-SITE.safetensors
 bundled recipe trained on the other three sites (``train_bundled_model.py --leave-out-site
 SITE``, which also chooses one view or four fused turned views, and the score threshold, on the
 other sites' held-out plots). ``--train`` trains the missing or unfinished ones first, ``--jobs`` at a
-time with one CPU thread each (70-120 minutes each on this project's 2-core machine).
+time with one CPU thread each (70-120 minutes each on this project's 2-core machine); a stopped
+training goes on from its last finished epoch.
 Every plot of the left-out site is then detected through the engine at 0.05, 0.1 and
 0.2 m and scored with DeepForest's protocol; pictures of every plot go to
 output/leave-one-site-out/pictures/SITE/. Prints the table (the mean is over the four
@@ -56,7 +57,7 @@ def checkpoint_for(folder: Path, site: str) -> Path:
 
 
 def finished(folder: Path, site: str) -> bool:
-    """Whether that training ran to the end: a stopped one leaves its best epoch so far, but no history."""
+    """Whether that training ran to the end: a stopped one leaves its best epoch so far and its state, but no history."""
     checkpoint = checkpoint_for(folder, site)
     return checkpoint.exists() and checkpoint.with_suffix(".history.json").exists()
 
@@ -74,7 +75,9 @@ def train_missing(folder: Path, sites: list[str], jobs: int, recipe: list[str]) 
     for site in missing:
         while len(running) >= jobs:
             running.pop(0).wait()
-        log = open(folder / f"without-{site}.log", "w")
+        # A training that goes on after a stop keeps its earlier epochs' lines.
+        going_on = checkpoint_for(folder, site).with_suffix(".training-state").exists()
+        log = open(folder / f"without-{site}.log", "a" if going_on else "w")
         print(f"training without {site} (log: {log.name})", flush=True)
         command = [sys.executable, str(REPO / "scripts" / "train_bundled_model.py"), "--leave-out-site", site,
                    "--output", str(checkpoint_for(folder, site)), *(option.replace("{site}", site) for option in recipe)]

@@ -36,6 +36,13 @@ instead of a black border. Every patch is zoomed by 0.8 to 1.25 (``--scale-jitte
 compares this recipe with the one before mosaic patches (``--mosaic-share 0``) and with wider zooms
 (``--scale-jitter 0.8,2.0``, which costs the open savanna of SJER most of its F1).
 
+A stopped training goes on: after every epoch the whole training state (weights, optimiser,
+schedule, random generators, best epoch so far) is saved next to the checkpoint
+(``<checkpoint>.training-state``). The same command run again goes on from the epoch after, and
+ends with the same checkpoint as a run never stopped (with the same ``--threads``); the state is
+deleted when training ends. Another command with a state left behind is refused: delete the
+state to start again.
+
 The checkpoint asks for its four turned views at 1 and 1.25 times its ground resolution
 (``--view-scales``, see core/views.py); the closing calibration decides whether views are
 used at all, and at what score threshold.
@@ -230,9 +237,11 @@ def main() -> None:
     )
     model = new_model(metadata)
     started = time.time()
-    history, synthetic_history = [], []
+    epochs_this_run, synthetic_history = [], []
+    # After every epoch; the same command run again after a stop goes on from there.
+    state = args.output.with_suffix(".training-state")
 
-    def on_epoch(report, history=history, stage="") -> None:
+    def on_epoch(report, history=epochs_this_run, stage="") -> None:
         history.append(vars(report))
         print(
             f"{stage}epoch {report.epoch}: loss {report.train_loss:.3f} (cls {report.classification_loss:.3f}, "
@@ -241,12 +250,21 @@ def main() -> None:
             flush=True,
         )
 
-    if synthetic_items:
-        pretrained = args.output.with_suffix(".pretrained.safetensors")
+    pretrained = args.output.with_suffix(".pretrained.safetensors")
+    if state.exists():
+        print(f"going on from the last finished epoch saved in {state}", flush=True)
+        if synthetic_items:
+            model = load_checkpoint(pretrained)
+    elif synthetic_items:
         train(model, synthetic_items, pretrained, pretraining, validation_items=val_items,
               on_epoch=partial(on_epoch, history=synthetic_history, stage="synthetic "))
         model = load_checkpoint(pretrained)
-    result = train(model, train_items + pseudo_items, args.output, settings, validation_items=val_items, on_epoch=on_epoch)
+    try:
+        result = train(model, train_items + pseudo_items, args.output, settings, validation_items=val_items,
+                       on_epoch=on_epoch, state_path=state)
+    except TreecrownsError as exc:
+        raise SystemExit(str(exc)) from exc
+    earlier_epochs = result.history[: len(result.history) - len(epochs_this_run)]
     # Same held-out plots: one view or four fused turned views, and the threshold for the chosen way.
     best, calibration = calibrate_inference(load_checkpoint(args.output), val_items)
     save_checkpoint(best, args.output)
@@ -256,8 +274,10 @@ def main() -> None:
         "calibration": calibration,
         "test_time_augmentation": best.metadata.test_time_augmentation,
         "view_scales": best.metadata.view_scales,
-        "minutes": round((time.time() - started) / 60, 1),
-        "history": history,
+        # Wall-clock, including the epochs of earlier runs when this one went on after a stop.
+        "minutes": round((time.time() - started + sum(e.seconds for e in earlier_epochs)) / 60, 1),
+        "resumed_after_epoch": len(earlier_epochs) or None,
+        "history": [vars(report) for report in result.history],
         "synthetic_history": synthetic_history,
     }
     args.output.with_suffix(".history.json").write_text(json.dumps(summary, indent=2))

@@ -231,7 +231,7 @@ def test_style_mixing_acts_only_while_training_and_leaves_no_hooks_behind(tmp_pa
     image = [torch.rand(3, 128, 128)]
     with torch.no_grad():
         before = network(image)[0]["scores"]
-        handles = attach_style_mixing(network, 1.0, seed=0)
+        handles = attach_style_mixing(network, 1.0, np.random.default_rng(0))
         after = network(image)[0]["scores"]
     for handle in handles:
         handle.remove()
@@ -338,3 +338,44 @@ def test_without_calibration_the_base_threshold_of_each_way_of_detecting_is_kept
     # Switching a retrained model to one view must not detect at the four views' lower threshold.
     assert meta.score_threshold_for(True) == 0.15 and meta.score_threshold_for(False) == 0.3
     assert meta.calibration_for(False).get("f1") is None, "the base model's figures are not claimed for the new one"
+
+
+def test_a_stopped_training_goes_on_to_the_checkpoint_of_one_never_stopped(tmp_path):
+    """Stopped in its second epoch and started again, training ends exactly where an unbroken run does."""
+    items = [scene(tmp_path, f"s{i}", i, count=35, size=256) for i in range(3)]
+    # Every part of the state in use: trunk and BatchNorm statistics, weight averaging, mosaics, style mixing.
+    settings = whole_network(replace(FAST, epochs=3, weight_average_decay=0.9, mosaic_share=0.5, style_mixing=0.5))
+    unbroken = train(small_model(), items, tmp_path / "unbroken.safetensors", settings, state_path=tmp_path / "unbroken.state")
+    assert not (tmp_path / "unbroken.state").exists(), "a finished training leaves no state behind"
+
+    steps = []
+    stopped = train(small_model(), items, tmp_path / "resumed.safetensors", settings, state_path=tmp_path / "resumed.state",
+                    progress=lambda fraction, message: steps.append(fraction), should_stop=lambda: len(steps) >= 4)
+    assert stopped.cancelled and len(stopped.history) == 1 and (tmp_path / "resumed.state").exists()
+    later_epochs = []
+    resumed = train(small_model(), items, tmp_path / "resumed.safetensors", settings, state_path=tmp_path / "resumed.state",
+                    on_epoch=later_epochs.append)
+    assert [e.epoch for e in later_epochs] == [2, 3], "the first epoch is not trained again"
+    assert [e.epoch for e in resumed.history] == [1, 2, 3]
+    assert [e.train_loss for e in resumed.history] == [e.train_loss for e in unbroken.history]
+    assert resumed.best_epoch == unbroken.best_epoch
+    expected = load_checkpoint(tmp_path / "unbroken.safetensors")
+    got = load_checkpoint(tmp_path / "resumed.safetensors")
+    assert got.metadata == expected.metadata
+    expected_weights = expected.network.state_dict()
+    assert all(torch.equal(expected_weights[k], v) for k, v in got.network.state_dict().items())
+    assert not (tmp_path / "resumed.state").exists()
+
+
+def test_the_state_of_another_training_is_refused_with_what_to_do(tmp_path):
+    items = [scene(tmp_path, "s0", 0)]
+    state = tmp_path / "out.state"
+    steps = []
+    train(small_model(), items, tmp_path / "out.safetensors", FAST, state_path=state,
+          progress=lambda fraction, message: steps.append(fraction), should_stop=lambda: len(steps) >= 4)
+    assert state.exists()
+    with pytest.raises(TreecrownsError, match=r"another training \(it differs in: settings\).*delete the file"):
+        train(small_model(), items, tmp_path / "out.safetensors", replace(FAST, learning_rate=0.01), state_path=state)
+    state.write_bytes(b"not a training state")
+    with pytest.raises(TreecrownsError, match="cannot be read.*delete it to train from the start"):
+        train(small_model(), items, tmp_path / "out.safetensors", FAST, state_path=state)
