@@ -2,6 +2,7 @@
 # Retrain the bundled model from scratch (seed 0) and re-measure everything its model card
 # reports, then rewrite the card. About 1.5 hours on a 2-core CPU; with --leave-one-site-out
 # also the four trainings without one site each (several more hours, two at a time).
+# Stopped part-way, the same command goes on from each training's last finished epoch.
 #
 #   scripts/build_bundled_model.sh [--leave-one-site-out]
 #
@@ -19,7 +20,11 @@ $python scripts/train_bundled_model.py --threads 1
 $python scripts/evaluate_model.py --resolutions 0.05,0.1,0.2 --json $models/validation.json --pictures output/validation
 cp output/validation/{HARV_033,SJER_054,TEAK_059}.png $models/validation/
 if [ "${1:-}" = "--leave-one-site-out" ]; then
-    rm -f output/leave-one-site-out/without-*   # checkpoints of an older recipe would be scored otherwise
+    # Finished checkpoints are of an older build and would be scored otherwise; a stopped
+    # training (a checkpoint and its .training-state, no history yet) goes on where it stopped.
+    for history in output/leave-one-site-out/without-*.history.json; do
+        if [ -e "$history" ]; then rm -f "${history%.history.json}".*; fi
+    done
     $python scripts/leave_one_site_out.py --train --json $models/leave-one-site-out.json
     cp output/leave-one-site-out/pictures/OSBS/OSBS_022.png $models/validation/OSBS_without-OSBS.png
 fi
