@@ -149,12 +149,19 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--synthetic", type=Path,
                         help="folder of synthetic scenes (scripts/make_synthetic_crowns.py) to pretrain on first")
     parser.add_argument("--synthetic-epochs", type=int, default=10, help="epochs of pretraining with --synthetic")
+    parser.add_argument("--ground-resolution", type=float, default=0.2,
+                        help="metres per pixel the model works at (default 0.2); the engine resamples every raster to it")
+    parser.add_argument("--patch-size", type=int, default=200, help="patch side in model pixels (default 200)")
     parser.add_argument("--view-scales", type=view_scales_option, default=(1.0, 1.25),
                         help="multiples of the ground resolution the four turned views run at (default 1,1.25)")
     args = parser.parse_args(argv)
     args.scale_jitter = tuple(float(v) for v in args.scale_jitter.split(","))
     if len(args.scale_jitter) != 2:
         raise SystemExit(f"--scale-jitter needs two numbers low,high, got {args.scale_jitter!r}")
+    if not 0.01 <= args.ground_resolution <= 2:
+        raise SystemExit(f"--ground-resolution is in metres per pixel, from 0.01 to 2; got {args.ground_resolution}")
+    if not 64 <= args.patch_size <= 2048:
+        raise SystemExit(f"--patch-size is in pixels, from 64 to 2048; got {args.patch_size}")
     return args
 
 
@@ -204,8 +211,8 @@ def main() -> None:
     metadata = ModelMetadata(
         architecture=lite_architecture(trunk=args.trunk),
         labels=("Tree",),
-        ground_resolution_m=0.2,
-        patch_size=200,
+        ground_resolution_m=args.ground_resolution,
+        patch_size=args.patch_size,
         score_threshold=0.3,
         nms_threshold=0.3,
         view_scales=args.view_scales,
