@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torchvision.models.detection.retinanet import RetinaNet
 
+from .atomic_files import write_atomically
 from .errors import CheckpointError, OutputError
 from .model import IMAGENET_MEAN, IMAGENET_STD, ArchitectureSpec, build_network, deepforest_architecture
 
@@ -151,16 +150,9 @@ def save_checkpoint(model: LoadedModel, path: str | Path) -> Path:
         raise OutputError(f"cannot save the checkpoint: folder {path.parent} does not exist")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
     try:
-        handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        save_file(tensors, tmp_name, metadata={_HEADER_KEY: model.metadata.to_json()})
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
+        write_atomically(path, lambda name: save_file(tensors, name, metadata={_HEADER_KEY: model.metadata.to_json()}))
     except OSError as exc:
         raise OutputError(f"cannot save the checkpoint to {path}: {exc.strerror or exc}") from exc
-    finally:
-        if "tmp_name" in locals() and os.path.exists(tmp_name):
-            os.remove(tmp_name)
     return path
 
 

@@ -13,13 +13,12 @@ dicts only, so a state file from elsewhere cannot run code.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic_files import write_atomically
 from .errors import OutputError, TreecrownsError
 
 # Bumped when the layout below changes, so that an old file is refused rather than misread.
@@ -30,15 +29,10 @@ def save_training_state(path: str | Path, fingerprint: dict[str, Any], state: di
     """Write ``state`` atomically: a crash while writing leaves the previous epoch's file whole."""
     path = Path(path)
     try:
-        handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        torch.save({"format": _FORMAT, "fingerprint": fingerprint, **state}, tmp_name)
-        os.replace(tmp_name, path)
+        # Private: the state holds the training images' paths.
+        write_atomically(path, lambda name: torch.save({"format": _FORMAT, "fingerprint": fingerprint, **state}, name), 0o600)
     except OSError as exc:
-        raise OutputError(f"cannot write the training state {path}: {exc}") from exc
-    finally:
-        if "tmp_name" in locals() and os.path.exists(tmp_name):
-            os.remove(tmp_name)
+        raise OutputError(f"cannot write the training state {path}: {exc.strerror or exc}") from exc
 
 
 def load_training_state(path: str | Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
