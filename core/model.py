@@ -185,9 +185,11 @@ def build_network(
     if num_classes < 1:
         raise CheckpointError(f"a model needs at least one class, got {num_classes}")
     family = spec.get("family")
-    torch.manual_seed(0)
-    if family == "lite":
-        return _build_lite(spec, num_classes, patch_size, mean, std)
-    if family == "deepforest":
+    if family not in ("lite", "deepforest"):
+        raise CheckpointError(f"unknown model family {family!r}; this version knows 'lite' and 'deepforest'")
+    # The same starting weights every time, without resetting the caller's random numbers.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if family == "lite":
+            return _build_lite(spec, num_classes, patch_size, mean, std)
         return _build_deepforest(spec, num_classes, mean, std)
-    raise CheckpointError(f"unknown model family {family!r}; this version knows 'lite' and 'deepforest'")

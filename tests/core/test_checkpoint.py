@@ -157,3 +157,14 @@ def test_adding_a_label_keeps_what_the_model_knew(tmp_path):
     path = save_checkpoint(model, tmp_path / "two.safetensors")
     assert load_checkpoint(path).metadata.labels == ("Tree", "Dead")
     assert extend_labels(model, ("Dead",)) == ()
+
+
+def test_new_models_start_from_the_same_weights_and_leave_the_callers_random_numbers_alone():
+    meta = small_lite()
+    torch.manual_seed(123)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(123)
+    first = new_model(meta).network.state_dict()
+    assert torch.equal(torch.rand(3), expected_draw), "building a network does not reseed the caller's generator"
+    second = new_model(meta).network.state_dict()
+    assert all(torch.equal(first[k], v) for k, v in second.items())
