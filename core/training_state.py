@@ -25,6 +25,11 @@ from .errors import OutputError, TreecrownsError
 _FORMAT = 1
 
 
+def state_path_beside(checkpoint: str | Path) -> Path:
+    """Where the training that writes ``checkpoint`` keeps its state: ``<checkpoint>.training-state``."""
+    return Path(checkpoint).with_suffix(".training-state")
+
+
 def save_training_state(path: str | Path, fingerprint: dict[str, Any], state: dict[str, Any]) -> None:
     """Write ``state`` atomically: a crash while writing leaves the previous epoch's file whole."""
     path = Path(path)

@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from evaluate_model import DEFAULT_DATA, plot_names, plots_by_name, score_plots  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
+from treecrowns.core.training_state import state_path_beside  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings  # noqa: E402
 
 FOLDER = REPO / "output" / "leave-one-site-out"
@@ -76,7 +77,7 @@ def train_missing(folder: Path, sites: list[str], jobs: int, recipe: list[str]) 
         while len(running) >= jobs:
             running.pop(0).wait()
         # A training that goes on after a stop keeps its earlier epochs' lines.
-        going_on = checkpoint_for(folder, site).with_suffix(".training-state").exists()
+        going_on = state_path_beside(checkpoint_for(folder, site)).exists()
         log = open(folder / f"without-{site}.log", "a" if going_on else "w")
         print(f"training without {site} (log: {log.name})", flush=True)
         command = [sys.executable, str(REPO / "scripts" / "train_bundled_model.py"), "--leave-out-site", site,

@@ -32,13 +32,14 @@ from calibrate_model import view_scales_option  # noqa: E402
 from ensemble_experiment import f1_at, found_by  # noqa: E402
 from evaluate_model import DEFAULT_DATA, plots_by_name  # noqa: E402
 from leave_one_site_out import checkpoint_for, finished  # noqa: E402
+from miss_analysis import crown_sizes_m  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
 
 
 def median_crown_m(found: dict, threshold: float, metres_per_pixel: float) -> float:
     """The median predicted crown (square root of its box's area) at ``threshold``, in metres."""
-    sizes = [np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[s >= threshold] for b, s in found.values()]
-    return float(np.median(np.concatenate(sizes))) * metres_per_pixel
+    sizes = [crown_sizes_m(boxes[scores >= threshold], metres_per_pixel) for boxes, scores in found.values()]
+    return float(np.median(np.concatenate(sizes)))
 
 
 def main() -> None:

@@ -66,6 +66,7 @@ from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model
 from treecrowns.core.errors import TreecrownsError  # noqa: E402
 from treecrowns.core.model import lite_architecture  # noqa: E402
 from treecrowns.core.training import TrainingSettings, calibrate_inference, train, whole_network  # noqa: E402
+from treecrowns.core.training_state import state_path_beside  # noqa: E402
 from calibrate_model import view_scales_option  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "neon"
@@ -246,7 +247,7 @@ def main() -> None:
     started = time.time()
     epochs_this_run, synthetic_history = [], []
     # After every epoch; the same command run again after a stop goes on from there.
-    state = args.output.with_suffix(".training-state")
+    state = state_path_beside(args.output)
 
     def on_epoch(report, history=epochs_this_run, stage="") -> None:
         history.append(vars(report))
