@@ -499,6 +499,45 @@ def _training_fingerprint(
     }
 
 
+def _training_and_validation_samples(
+    meta: ModelMetadata,
+    train_items: Sequence[ImageAnnotations],
+    validation_items: Sequence[ImageAnnotations] | None,
+    settings: TrainingSettings,
+) -> tuple[list[_Sample], list[_Sample], list[str]]:
+    """The samples to train and to validate on, and a note when the held-out share was too small to keep.
+
+    Without ``validation_items``, ``settings.validation_share`` of the rasters is held out;
+    a handful of held-out crowns measure nothing, so then they are trained on instead.
+    """
+    def samples(items: Sequence[ImageAnnotations]) -> list[_Sample]:
+        return load_samples(items, meta.labels, meta.ground_resolution_m) if items else []
+
+    if validation_items is not None:
+        return samples(train_items), samples(validation_items), []
+    kept, held = split_validation(train_items, settings.validation_share, settings.seed)
+    val_samples = samples(held)
+    held_crowns = sum(len(sample.boxes) for sample in val_samples)
+    if held and held_crowns < _MIN_VALIDATION_CROWNS:
+        note = (
+            f"only {held_crowns} crowns would have been held out for validation (at least {_MIN_VALIDATION_CROWNS} "
+            "are needed for a meaningful figure), so all crowns were used for training and the base "
+            "model's score threshold was kept; review more area to get validation figures"
+        )
+        return samples(train_items), [], [note]
+    return samples(kept), val_samples, []
+
+
+def _warmup_then_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """The learning rate's factor at each step: a linear warm-up, then a cosine decay to zero at the last step."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress_share = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress_share)))
+    return factor
+
+
 def train(
     model: LoadedModel,
     train_items: Sequence[ImageAnnotations],
@@ -555,22 +594,8 @@ def train(
             f"only {crowns} crowns to learn from: retraining on fewer than {_FEW_CROWNS} often makes the model "
             "worse on the rest of the site; review a larger area and compare the two models with Evaluate"
         )
-    if validation_items is None:
-        kept, held = split_validation(train_items, settings.validation_share, settings.seed)
-        val_samples = load_samples(held, meta.labels, meta.ground_resolution_m) if held else []
-        held_crowns = sum(len(sample.boxes) for sample in val_samples)
-        if held and held_crowns < _MIN_VALIDATION_CROWNS:
-            # A handful of held-out crowns measure nothing; they are worth more as training data.
-            notes.append(
-                f"only {held_crowns} crowns would have been held out for validation (at least {_MIN_VALIDATION_CROWNS} "
-                "are needed for a meaningful figure), so all crowns were used for training and the base "
-                "model's score threshold was kept; review more area to get validation figures"
-            )
-            kept, val_samples = list(train_items), []
-        train_samples = load_samples(kept, meta.labels, meta.ground_resolution_m)
-    else:
-        train_samples = load_samples(train_items, meta.labels, meta.ground_resolution_m)
-        val_samples = load_samples(validation_items, meta.labels, meta.ground_resolution_m)
+    train_samples, val_samples, split_note = _training_and_validation_samples(meta, train_items, validation_items, settings)
+    notes.extend(split_note)
     patch = meta.patch_size
     weights = [max(1.0, s.image.shape[1] * s.image.shape[2] / patch**2) for s in train_samples]
     steps = settings.steps_per_epoch or max(_MIN_STEPS_PER_EPOCH, math.ceil(2 * sum(weights) / settings.batch_size))
@@ -586,13 +611,7 @@ def train(
     params = [p for group in param_groups for p in group["params"]]
     optimiser = torch.optim.SGD(param_groups, lr=settings.learning_rate, momentum=0.9, weight_decay=settings.weight_decay)
 
-    def learning_rate(step: int) -> float:
-        if step < settings.warmup_steps:
-            return (step + 1) / settings.warmup_steps
-        progress_share = (step - settings.warmup_steps) / max(1, total_steps - settings.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress_share)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _warmup_then_cosine(settings.warmup_steps, total_steps))
     history: list[EpochReport] = []
     calibrate = sum(len(sample.boxes) for sample in val_samples) >= _MIN_VALIDATION_CROWNS
     fixed = None if calibrate else meta.score_threshold
