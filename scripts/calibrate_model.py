@@ -8,7 +8,9 @@ Scores the checkpoint on its own validation plots (the ones its training held ou
 recorded in the checkpoint), detecting once per patch and with test-time augmentation
 (the patch turned four ways, fused), over the same range of score thresholds that
 training uses. The better of the two, with its threshold, is written into the
-checkpoint (in place unless ``--output`` is given). ``train_bundled_model.py`` ends
+checkpoint (in place unless ``--output`` is given; a copy gets the training history beside the
+checkpoint too, so that ``leave_one_site_out.py --folder`` scores a folder of copies as it scores
+the originals). ``train_bundled_model.py`` ends
 with this step. ``--view-scales`` first sets the scales the turned views are run at
 (multiples of the model's ground resolution; see core/views.py).
 """
@@ -16,6 +18,7 @@ with this step. ``--view-scales`` first sets the scales the turned views are run
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -70,6 +73,9 @@ def main() -> None:
     print(f"chosen: {way_of_detecting(meta.test_time_augmentation)} at score {meta.score_threshold} "
           f"(views at scales {', '.join(f'{s:g}' for s in meta.view_scales)})")
     save_checkpoint(model, args.output or args.model)
+    history = args.model.with_suffix(".history.json")
+    if args.output and history.exists():
+        shutil.copyfile(history, args.output.with_suffix(".history.json"))
 
 
 if __name__ == "__main__":
