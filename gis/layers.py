@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +128,16 @@ def unique_path(path: Path) -> Path:
     candidate, n = path, 2
     while candidate.exists():
         candidate = path.with_name(f"{path.stem}_{n}{path.suffix}")
+        n += 1
+    return candidate
+
+
+def unique_layer_name(name: str, taken: Iterable[str]) -> str:
+    """``name``, or ``name (2)``, ``name (3)``...: two layers of one name cannot be told apart in a layer list."""
+    taken = set(taken)
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate = f"{name} ({n})"
         n += 1
     return candidate
 

@@ -29,7 +29,7 @@ from ..core.errors import TreecrownsError
 from ..core.prediction import Device, DetectionSettings
 from ..core.raster import RasterReader
 from ..gis.detection_task import DetectionOutcome, DetectionTask
-from ..gis.layers import open_crowns_layer, unique_path
+from ..gis.layers import open_crowns_layer, unique_layer_name, unique_path
 from ..gis.resources import BUNDLED_MODEL
 from .review_panel import ReviewPanel
 
@@ -289,7 +289,8 @@ class DetectionDock(QgsDockWidget):
             self.status.setText(f"Failed: {outcome.error}")
             bar.pushMessage("Tree crowns", outcome.error, Qgis.Critical, 0)
             return
-        layer = open_crowns_layer(outcome.output_path, self._layer_name)
+        taken = (existing.name() for existing in QgsProject.instance().mapLayers().values())
+        layer = open_crowns_layer(outcome.output_path, unique_layer_name(self._layer_name, taken))
         QgsProject.instance().addMapLayer(layer)
         self.review.layer_combo.setLayer(layer)
         self.progress.setValue(100)

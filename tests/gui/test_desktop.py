@@ -94,6 +94,8 @@ def test_correct_retrain_and_detect_again_by_mouse_and_keys(tmp_path):
     new_model = result["new_model"]
     assert new_model and Path(new_model).exists() and new_model in result["model_list"]
     assert result["second_detection"]["model"] == new_model
+    # The first detection's layer is still in the project: the new one must be told apart from it.
+    assert result["second_detection"]["name"] == "sample orthophoto crowns (2)"
     evaluation = result["evaluation"]
     assert evaluation["figures"] is not None and 0.0 <= evaluation["figures"]["F1"] <= 1.0, evaluation["text"]
     assert evaluation["outcome_layer"] and set(evaluation["outcomes"]) <= {"true positive", "false positive", "missed"}

@@ -9,7 +9,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from synthetic import write_raster
 from treecrowns.core.prediction import DetectionSettings
 from treecrowns.gis.detection_task import DetectionTask
-from treecrowns.gis.layers import open_crowns_layer, unique_path
+from treecrowns.gis.layers import open_crowns_layer, unique_layer_name, unique_path
 from treecrowns.gis.resources import BUNDLED_MODEL
 
 PLOT = "HARV_033.tif"
@@ -62,6 +62,12 @@ def test_existing_files_are_never_overwritten_by_default_names(tmp_path):
     first.write_text("precious")
     assert unique_path(first) == tmp_path / "plot_crowns_2.gpkg"
     assert first.read_text() == "precious"
+
+
+def test_a_second_detection_layer_gets_a_name_of_its_own():
+    taken = ["plot crowns", "plot crowns (2)", "plot"]
+    assert unique_layer_name("plot crowns", taken) == "plot crowns (3)"
+    assert unique_layer_name("other crowns", taken) == "other crowns"
 
 
 def test_output_folder_that_does_not_exist_is_reported(neon, tmp_path):
