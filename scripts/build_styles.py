@@ -10,9 +10,8 @@ from qgis.core import (
     QgsCategorizedSymbolRenderer,
     QgsFillSymbol,
     QgsGradientColorRamp,
-    QgsGraduatedSymbolRenderer,
     QgsRendererCategory,
-    QgsRendererRange,
+    QgsRuleBasedRenderer,
     QgsVectorLayer,
 )
 from qgis.PyQt.QtGui import QColor
@@ -26,17 +25,29 @@ def outline(colour: str, width: float = 0.6) -> QgsFillSymbol:
     )
 
 
+# The review statuses other than "predicted" (gis/review.py): crowns a person has looked at.
+_PREDICTED = "coalesce(\"status\", 'predicted') = 'predicted'"
+REVIEWED_COLOUR = "#2c7bb6"
+
+
 def crowns_style() -> None:
-    """Outline coloured by score: red (doubtful) through yellow to green (confident)."""
+    """Predicted crowns outlined by score, red (doubtful) through yellow to green (confident);
+    crowns confirmed, added or edited in review outlined thick and blue, so the work done shows."""
     layer = QgsVectorLayer("Polygon?field=score:double&field=label:string&field=status:string", "crowns", "memory")
+    root = QgsRuleBasedRenderer.Rule(None)
+    root.appendChild(QgsRuleBasedRenderer.Rule(
+        outline(REVIEWED_COLOUR, 0.9), filterExp=f"NOT ({_PREDICTED})", label="reviewed (confirmed, added or edited)"
+    ))
     ramp = QgsGradientColorRamp(QColor("#d7191c"), QColor("#1a9641"))
-    ranges = []
     bounds = [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0001]
     for i, (low, high) in enumerate(zip(bounds, bounds[1:])):
         colour = ramp.color(i / (len(bounds) - 2)).name()
-        ranges.append(QgsRendererRange(low, high, outline(colour), f"score {low:.1f} – {min(high, 1.0):.1f}"))
-    renderer = QgsGraduatedSymbolRenderer("score", ranges)
-    layer.setRenderer(renderer)
+        root.appendChild(QgsRuleBasedRenderer.Rule(
+            outline(colour), filterExp=f'{_PREDICTED} AND "score" >= {low} AND "score" < {high}',
+            label=f"score {low:.1f} – {min(high, 1.0):.1f}",
+        ))
+    root.appendChild(QgsRuleBasedRenderer.Rule(outline("#7f7f7f"), filterExp="ELSE", label="no score"))
+    layer.setRenderer(QgsRuleBasedRenderer(root))
     layer.saveNamedStyle(str(STYLES / "crowns.qml"))
 
 

@@ -61,7 +61,7 @@ def test_dock_detects_crowns_on_the_sample_in_the_real_desktop(tmp_path):
     [layer] = result["layers"]
     assert layer["name"] == "sample orthophoto crowns" and layer["features"] > 0
     assert layer["crs"] == "EPSG:32617" and layer["inside_raster"]
-    assert {"score", "label", "status"} <= set(layer["fields"]) and layer["renderer"] == "graduatedSymbol"
+    assert {"score", "label", "status"} <= set(layer["fields"]) and layer["renderer"] == "RuleRenderer"
     assert f"{layer['features']} crowns written" in result["status_text"]
     # QGIS stayed responsive: the click returned at once, and from the click until the layer was
     # there the event loop never went a second without running the heartbeat timer.

@@ -79,6 +79,31 @@ def test_score_filter_is_a_live_rendering_rule(crowns):
     assert crowns.featureCount() == 4, "filtering hides crowns, it does not remove them"
 
 
+def outline_colours(layer):
+    """Each crown's outline colour as the layer's style draws it, by feature id."""
+    from qgis.core import QgsRenderContext
+
+    renderer, context = layer.renderer().clone(), QgsRenderContext()
+    renderer.startRender(context, layer.fields())
+    colours = {f.id(): renderer.symbolsForFeature(f, context)[0].symbolLayer(0).strokeColor().name() for f in layer.getFeatures()}
+    renderer.stopRender(context)
+    return colours
+
+
+def test_crowns_a_person_confirmed_or_added_are_drawn_apart_from_predicted_ones(crowns):
+    predicted = outline_colours(crowns)
+    assert len(set(predicted.values())) >= 3, "predicted crowns are outlined by score"
+    by_score = sorted(predicted, key=lambda fid: crowns.getFeature(fid)["score"])
+    doubtful, confident = by_score[0], by_score[-1]
+    crowns.startEditing()
+    crowns.selectByIds([confident, doubtful])
+    review.confirm_selected(crowns)
+    added = review.add_box(crowns, QgsRectangle(80, 0, 90, 10), "Tree")
+    drawn = outline_colours(crowns)
+    reviewed = {drawn[confident], drawn[doubtful], drawn[added]}
+    assert len(reviewed) == 1 and reviewed.isdisjoint(predicted.values()), "one colour for reviewed crowns, unlike any score's"
+
+
 def test_reviewed_areas_live_in_the_same_geopackage(crowns):
     areas = review.reviewed_areas_layer(crowns)
     review.mark_reviewed(areas, QgsRectangle(0, 0, 35, 10), "now")
