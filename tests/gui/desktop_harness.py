@@ -33,7 +33,11 @@ qgis.utils.showException = record_exception
 
 
 def save(name: str, widget=None) -> None:
-    """Screenshot of ``widget`` (the main window by default) as NAME.png."""
+    """Screenshot of ``widget`` (the main window by default) as NAME.png, once the map shows the latest edits."""
+    if widget is None:
+        canvas = qgis.utils.iface.mapCanvas()
+        canvas.refresh()
+        canvas.waitWhileRendering()
     (widget or qgis.utils.iface.mainWindow()).grab().save(str(OUT / f"{name}.png"))
     result["steps"].append(name)
 
