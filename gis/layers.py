@@ -30,9 +30,9 @@ from shapely.geometry.base import BaseGeometry
 from ..core.errors import AnnotationError, OutputError
 from ..core.prediction import Detections
 from .resources import CROWNS_STYLE
+from .review import STATUS_PREDICTED
 
 CROWNS_LAYER_NAME = "crowns"
-STATUS_PREDICTED = "predicted"
 
 
 def crown_fields() -> QgsFields:

@@ -3,6 +3,7 @@
 Run with QGIS's Python: QT_QPA_PLATFORM=offscreen /usr/bin/python3 scripts/build_styles.py
 """
 
+import sys
 from pathlib import Path
 
 from qgis.core import (
@@ -16,7 +17,11 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-STYLES = Path(__file__).resolve().parents[1] / "resources" / "styles"
+REPO = Path(__file__).resolve().parents[1]
+STYLES = REPO / "resources" / "styles"
+sys.path.insert(0, str(REPO / "build" / "plugins"))
+
+from treecrowns.gis.review import STATUS_PREDICTED  # noqa: E402  (QGIS only, no torch: runs under QGIS's Python)
 
 
 def outline(colour: str, width: float = 0.6) -> QgsFillSymbol:
@@ -25,8 +30,8 @@ def outline(colour: str, width: float = 0.6) -> QgsFillSymbol:
     )
 
 
-# The review statuses other than "predicted" (gis/review.py): crowns a person has looked at.
-_PREDICTED = "coalesce(\"status\", 'predicted') = 'predicted'"
+# A crown not yet looked at in review; every other status (confirmed, added, edited) is a person's work.
+_PREDICTED = f"coalesce(\"status\", '{STATUS_PREDICTED}') = '{STATUS_PREDICTED}'"
 REVIEWED_COLOUR = "#2c7bb6"
 
 
