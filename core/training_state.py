@@ -30,6 +30,14 @@ def state_path_beside(checkpoint: str | Path) -> Path:
     return Path(checkpoint).with_suffix(".training-state")
 
 
+def history_path_beside(checkpoint: str | Path) -> Path:
+    """Where scripts/train_bundled_model.py writes a finished training's history: ``<checkpoint>.history.json``.
+
+    It is written only when the training ends, so its presence tells a finished training from a stopped one.
+    """
+    return Path(checkpoint).with_suffix(".history.json")
+
+
 def save_training_state(path: str | Path, fingerprint: dict[str, Any], state: dict[str, Any]) -> None:
     """Write ``state`` atomically: a crash while writing leaves the previous epoch's file whole."""
     path = Path(path)

@@ -31,6 +31,7 @@ from evaluate_model import DEFAULT_DATA, plots_by_name  # noqa: E402
 from treecrowns.core.checkpoint import check_view_scales, load_checkpoint, save_checkpoint, way_of_detecting  # noqa: E402
 from treecrowns.core.errors import CheckpointError  # noqa: E402
 from treecrowns.core.training import calibrate_inference  # noqa: E402
+from treecrowns.core.training_state import history_path_beside  # noqa: E402
 
 
 def view_scales_option(text: str) -> tuple[float, ...]:
@@ -73,9 +74,9 @@ def main() -> None:
     print(f"chosen: {way_of_detecting(meta.test_time_augmentation)} at score {meta.score_threshold} "
           f"(views at scales {', '.join(f'{s:g}' for s in meta.view_scales)})")
     save_checkpoint(model, args.output or args.model)
-    history = args.model.with_suffix(".history.json")
+    history = history_path_beside(args.model)
     if args.output and history.exists():
-        shutil.copyfile(history, args.output.with_suffix(".history.json"))
+        shutil.copyfile(history, history_path_beside(args.output))
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from evaluate_model import DEFAULT_DATA, plot_names, plots_by_name, score_plots  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
-from treecrowns.core.training_state import state_path_beside  # noqa: E402
+from treecrowns.core.training_state import history_path_beside, state_path_beside  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings  # noqa: E402
 
 FOLDER = REPO / "output" / "leave-one-site-out"
@@ -60,7 +60,7 @@ def checkpoint_for(folder: Path, site: str) -> Path:
 def finished(folder: Path, site: str) -> bool:
     """Whether that training ran to the end: a stopped one leaves its best epoch so far and its state, but no history."""
     checkpoint = checkpoint_for(folder, site)
-    return checkpoint.exists() and checkpoint.with_suffix(".history.json").exists()
+    return checkpoint.exists() and history_path_beside(checkpoint).exists()
 
 
 def train_missing(folder: Path, sites: list[str], jobs: int, recipe: list[str]) -> None:
@@ -113,7 +113,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for site in sites:
             model = load_checkpoint(checkpoint_for(folder, site))
-            history = json.loads(checkpoint_for(folder, site).with_suffix(".history.json").read_text())
+            history = json.loads(history_path_beside(checkpoint_for(folder, site)).read_text())
             names = plot_names(model, items, f"site:{site}")
             row = {"best_epoch": history["best_epoch"], "minutes": history["minutes"],
                    "views": "four" if model.metadata.test_time_augmentation else "one",

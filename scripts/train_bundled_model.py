@@ -66,7 +66,7 @@ from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model
 from treecrowns.core.errors import TreecrownsError  # noqa: E402
 from treecrowns.core.model import lite_architecture  # noqa: E402
 from treecrowns.core.training import TrainingSettings, calibrate_inference, train, whole_network  # noqa: E402
-from treecrowns.core.training_state import state_path_beside  # noqa: E402
+from treecrowns.core.training_state import history_path_beside, state_path_beside  # noqa: E402
 from calibrate_model import view_scales_option  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "neon"
@@ -288,7 +288,7 @@ def main() -> None:
         "history": [vars(report) for report in result.history],
         "synthetic_history": synthetic_history,
     }
-    args.output.with_suffix(".history.json").write_text(json.dumps(summary, indent=2))
+    history_path_beside(args.output).write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k not in ("history", "synthetic_history")}))
 
 

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
 from treecrowns.core.checkpoint import load_checkpoint, way_of_detecting  # noqa: E402
+from treecrowns.core.training_state import history_path_beside  # noqa: E402
 
 MODELS = REPO / "resources" / "models"
 CHECKPOINT_NAME = "treecrowns-neon-lite.safetensors"
@@ -233,7 +234,7 @@ def main() -> None:
     checkpoint = args.models / CHECKPOINT_NAME
     model = load_checkpoint(checkpoint)
     meta = model.metadata
-    history = json.loads(checkpoint.with_suffix(".history.json").read_text())
+    history = json.loads(history_path_beside(checkpoint).read_text())
     validation = read_json(args.models, "validation.json")
     loso = read_json(args.models, "leave-one-site-out.json")
     benchmark = read_json(args.models, "benchmark.json")
