@@ -12,9 +12,10 @@ time with one CPU thread each (70-120 minutes each on this project's 2-core mach
 training goes on from its last finished epoch.
 Every plot of the left-out site is then detected through the engine at 0.05, 0.1 and
 0.2 m and scored with DeepForest's protocol; pictures of every plot go to
-output/leave-one-site-out/pictures/SITE/. Prints the table (the mean is over the four
-sites' F1) and writes output/leave-one-site-out/summary.json; ``--json
-resources/models/leave-one-site-out.json`` records it for the model card.
+output/leave-one-site-out/pictures/SITE/. Prints the table (the mean is over the sites
+scored) and merges the figures into output/leave-one-site-out/summary.json (a site scored
+earlier keeps its figures until it is scored again); ``--json
+resources/models/leave-one-site-out.json`` merges them there too, for the model card.
 
 To measure a change of recipe against the bundled one, train it in its own folder:
 
@@ -90,6 +91,12 @@ def train_missing(folder: Path, sites: list[str], jobs: int, recipe: list[str]) 
         raise SystemExit(f"training failed for {failed}; see {folder}/without-SITE.log")
 
 
+def merge_figures(path: Path, summary: dict) -> None:
+    """Write the sites scored now into ``path``; sites scored by an earlier run keep their figures."""
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**recorded, **summary}, indent=2, sort_keys=True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sites", default="HARV,OSBS,SJER,TEAK")
@@ -127,10 +134,9 @@ def main() -> None:
             row["other_views_0.1"] = score_plots(model, items, names, 0.1, Path(scratch), None, other)[site]
             summary[site] = row
             print(f"{site}: {json.dumps(row)}", flush=True)
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    merge_figures(folder / "summary.json", summary)
     if args.json:
-        recorded = json.loads(args.json.read_text()) if args.json.exists() else {}
-        args.json.write_text(json.dumps({**recorded, **summary}, indent=2, sort_keys=True))
+        merge_figures(args.json, summary)
 
     print("\n| left-out site | plots | crowns | precision | recall | F1 | F1 at 0.05 m | F1 at 0.2 m | views | best epoch |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
