@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Retrain the bundled model from scratch (seed 0) and re-measure everything its model card
-# reports, then rewrite the card. About 1.5 hours on a 2-core CPU; with --leave-one-site-out
-# also the four trainings without one site each (several more hours, two at a time).
+# reports, then rewrite the card. About 1.5 hours on a 2-core CPU (60 epochs of about 85 s);
+# with --leave-one-site-out also the four trainings without one site each (about 2 hours each,
+# two at a time).
 # Stopped part-way, the same command goes on from each training's last finished epoch.
 #
 #   scripts/build_bundled_model.sh [--leave-one-site-out]

@@ -8,7 +8,7 @@ For each site, the checkpoint output/leave-one-site-out/without-SITE.safetensors
 bundled recipe trained on the other three sites (``train_bundled_model.py --leave-out-site
 SITE``, which also chooses one view or four fused turned views, and the score threshold, on the
 other sites' held-out plots). ``--train`` trains the missing or unfinished ones first, ``--jobs`` at a
-time with one CPU thread each (70-120 minutes each on this project's 2-core machine); a stopped
+time with one CPU thread each (about 100-145 minutes each, two at a time, on this project's 2-core machine); a stopped
 training goes on from its last finished epoch.
 Every plot of the left-out site is then detected through the engine at 0.05, 0.1 and
 0.2 m and scored with DeepForest's protocol; pictures of every plot go to

@@ -120,7 +120,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help=f"checkpoint to write (default {OUTPUT.relative_to(REPO)}, or "
                         "output/leave-one-site-out/without-SITE.safetensors with --leave-out-site)")
     parser.add_argument("--leave-out-site", help="train without this site (HARV, OSBS, SJER, TEAK) to estimate unseen-site accuracy")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=0.02)

@@ -120,7 +120,7 @@ def loso_table(loso: dict) -> tuple[str, str]:
         lines.append(f"| **mean of the four sites** | | | | | **{mean:.3f}** | | | | | |")
     else:
         missing = [site for site in SITES if site not in loso]
-        notes.append(f"Not run yet: {', '.join(missing)} (each training takes 70–120 minutes of this machine's CPU), so there is no mean of the four sites yet.")
+        notes.append(f"Not run yet: {', '.join(missing)} (each training takes about 100–145 minutes of this machine's CPU), so there is no mean of the four sites yet.")
         partial = sum(loso[site]["0.1"]["f1"] for site in done) / len(done) if done else 0.0
         notes.append(f"Mean F1 of the {len(done)} sites run so far: {partial:.3f}.")
     for site in done:
@@ -157,23 +157,26 @@ def at_a_glance(validation: dict, loso: dict, benchmark: dict, size_mb: int) -> 
 
 
 def recipe_table(recipes: list[dict], loso: dict, this_recipe: str) -> tuple[str, str]:
-    """Other recipes and this checkpoint's, a row each, and a line saying which mean is best."""
-    rows = [(r["name"], r["f1"]) for r in recipes]
-    rows.append((f"{this_recipe} (this checkpoint)", site_f1(loso)))
+    """Other recipes and this checkpoint's, a row each, and a line saying which mean is best.
+
+    A row marked ``another_seed_of_this_recipe`` is shown but not compared: it is the same recipe.
+    """
+    rows = [(r["name"], r["f1"], r.get("another_seed_of_this_recipe", False)) for r in recipes]
+    rows.append((f"{this_recipe} (this checkpoint)", site_f1(loso), False))
     lines = ["| recipe | " + " | ".join(SITES) + " | mean |", "| --- |" + " --- |" * (len(SITES) + 1)]
-    means = [mean_f1(f1) for _, f1 in rows]
-    for row, ((name, f1), mean) in enumerate(zip(rows, means)):
+    means = [mean_f1(f1) for _, f1, _ in rows]
+    for row, ((name, f1, _), mean) in enumerate(zip(rows, means)):
         cells = [f"{f1[site]:.3f}" if site in f1 else "not run" for site in SITES]
         this_checkpoint = row == len(rows) - 1
         cells.append("" if mean is None else f"**{mean:.3f}**" if this_checkpoint else f"{mean:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    known = [m for m in means if m is not None]
+    compared = [mean for (_, _, same_recipe), mean in zip(rows, means) if mean is not None and not same_recipe]
     if means[-1] is None:
         verdict = "This checkpoint's recipe has not been run on all four sites yet."
-    elif means[-1] >= max(known):
-        verdict = f"This checkpoint's recipe has the best mean of the {len(known)}."
+    elif means[-1] >= max(compared):
+        verdict = f"This checkpoint's recipe has the best mean of the {len(compared)} recipes run on all four sites."
     else:
-        verdict = f"Another recipe has a higher mean ({max(known):.3f}) than this checkpoint's ({means[-1]:.3f})."
+        verdict = f"Another recipe has a higher mean ({max(compared):.3f}) than this checkpoint's ({means[-1]:.3f})."
     return "\n".join(lines), verdict
 
 
@@ -189,9 +192,9 @@ def recipe_commands(recipes: list[dict]) -> str:
 
 
 def recipe_name(settings: dict) -> str:
-    """A checkpoint's recipe in the words of the recipe table: mosaic patches or not, and its zooms."""
+    """A checkpoint's recipe in the words of the recipe table: mosaic patches or not, its zooms and epochs."""
     zooms = "–".join(f"{v:g}" for v in settings["scale_jitter"])
-    return f"{'mosaic' if settings.get('mosaic_share') else 'no mosaic'}, zooms {zooms}"
+    return f"{'mosaic' if settings.get('mosaic_share') else 'no mosaic'}, zooms {zooms}, {settings['epochs']} epochs"
 
 
 def views_text(meta) -> str:

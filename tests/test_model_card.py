@@ -99,14 +99,21 @@ def test_the_card_sets_earlier_recipes_beside_this_one_and_says_which_mean_is_be
     assert "| recipe | HARV | OSBS | SJER | TEAK | mean |" in card
     assert "| old way | 0.400 | 0.400 | 0.400 | 0.400 | 0.400 |" in card
     assert "| half run | not run | not run | 0.900 | not run |  |" in card, "a recipe run on fewer than four sites gets no mean"
-    assert "| no mosaic, zooms 0.8–1.25 (this checkpoint) | 0.500 | 0.500 | 0.500 | 0.500 | **0.500** |" in card
-    assert "This checkpoint's recipe has the best mean of the 2." in card
+    assert "| no mosaic, zooms 0.8–1.25, 30 epochs (this checkpoint) | 0.500 | 0.500 | 0.500 | 0.500 | **0.500** |" in card
+    assert "This checkpoint's recipe has the best mean of the 2 recipes run on all four sites." in card
     assert '--train --folder output/old \\\n    --recipe "--old"' in card
     assert '--train --sites SJER --folder output/half \\\n    --recipe "--half"' in card, "a partial run rebuilds its sites only"
 
     small_bundle(tmp_path / "beaten", four, recipes=[better])
     card = write_card(tmp_path / "beaten")
     assert "Another recipe has a higher mean (0.550) than this checkpoint's (0.500)." in card
+
+    # The same recipe with another seed is shown, but it is not another recipe to beat.
+    lucky_seed = {**better, "name": "this way, seed 1", "another_seed_of_this_recipe": True}
+    small_bundle(tmp_path / "seeds", four, recipes=[worse, lucky_seed])
+    card = write_card(tmp_path / "seeds")
+    assert "| this way, seed 1 | 0.700 | 0.500 | 0.500 | 0.500 | 0.550 |" in card
+    assert "This checkpoint's recipe has the best mean of the 2 recipes run on all four sites." in card
 
 
 def test_the_card_says_how_many_patches_came_from_mosaics_and_how_many_threads_trained_it(tmp_path):
