@@ -3,7 +3,7 @@
 Usage (from the repository root, after scripts/setup.sh):
 
     .venv/bin/python scripts/batch_norm_adaptation_experiment.py [--sites HARV,OSBS,SJER,TEAK] \
-        --folders output/leave-one-site-out,output/loso-seed-1 [--shares 0.5,1]
+        --folders output/leave-one-site-out,output/loso-60-epochs-seed-1 [--shares 0.5,1]
 
 A site the model has never seen has other colours, light and shadows, and the trunk's
 BatchNorm layers normalise with statistics gathered on the training sites. Replacing them

@@ -3,7 +3,7 @@
 Usage (from the repository root, after scripts/setup.sh):
 
     .venv/bin/python scripts/crown_filter_experiment.py [--sites HARV,OSBS,SJER,TEAK] \
-        --folders output/leave-one-site-out,output/loso-seed-1
+        --folders output/leave-one-site-out,output/loso-60-epochs-seed-1
 
 On a site it has never seen, a leave-one-out model puts several small boxes on one large
 crown (SJER's oaks, HARV's broadleaves; see the model card's miss analysis). Two clean-ups

@@ -3,7 +3,7 @@
 Usage (from the repository root, after scripts/setup.sh):
 
     .venv/bin/python scripts/ensemble_experiment.py [--sites HARV,OSBS,SJER,TEAK] \
-        --folders output/leave-one-site-out,output/loso-seed-1 [--view-scales 1]
+        --folders output/leave-one-site-out,output/loso-60-epochs-seed-1 [--view-scales 1]
 
 One training run of a recipe is a noisy draw (the seed alone moves a left-out site's F1 by up
 to 0.13 and the four-site mean by 0.05; see the model card), and averaging several networks

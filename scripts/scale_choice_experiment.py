@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/scale_choice_experiment.py --folders output/leave-one-site-out,output/loso-seed-1 \
+    .venv/bin/python scripts/scale_choice_experiment.py --folders output/leave-one-site-out,output/loso-60-epochs-seed-1 \
         [--scales 0.75,1,1.25,1.5,2] [--sites HARV,OSBS,SJER,TEAK]
 
 A model trained on three sites learns their crown sizes, and crowns differ in size from site to
