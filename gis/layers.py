@@ -17,6 +17,7 @@ from qgis.core import (
     QgsField,
     QgsFields,
     QgsGeometry,
+    QgsMapLayer,
     QgsProject,
     QgsRectangle,
     QgsVectorFileWriter,
@@ -140,6 +141,13 @@ def unique_layer_name(name: str, taken: Iterable[str]) -> str:
         candidate = f"{name} ({n})"
         n += 1
     return candidate
+
+
+def add_to_project(layer: QgsMapLayer) -> None:
+    """Add ``layer`` to the current project, renamed by ``unique_layer_name`` if another layer has its name."""
+    project = QgsProject.instance()
+    layer.setName(unique_layer_name(layer.name(), (other.name() for other in project.mapLayers().values())))
+    project.addMapLayer(layer)
 
 
 def _geometries_in(layer: QgsVectorLayer, target_crs: QgsCoordinateReferenceSystem) -> Iterator[tuple[QgsFeature, QgsGeometry]]:

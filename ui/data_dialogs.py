@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsVectorLayer
+from qgis.core import QgsMapLayerProxyModel, QgsVectorLayer
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import (
     QDialog,
@@ -19,7 +19,7 @@ from qgis.PyQt.QtWidgets import (
 from ..core.errors import TreecrownsError
 from ..core.evaluation import DEFAULT_IOU_THRESHOLD
 from ..gis.import_export import ANNOTATION_FILE_FILTER, import_annotations
-from ..gis.layers import open_crowns_layer, unique_path
+from ..gis.layers import add_to_project, open_crowns_layer, unique_path
 from ..gis.resources import EVALUATION_STYLE
 
 
@@ -86,7 +86,7 @@ class EvaluationDialog(QDialog):
         layer = figures["OUTPUT"]
         layer.setName(f"{predictions.name()} vs {reference.name()}")
         layer.loadNamedStyle(str(EVALUATION_STYLE))
-        QgsProject.instance().addMapLayer(layer)
+        add_to_project(layer)
         self.outcome_layer = layer
         self.figures = {k: figures[k] for k in ("PRECISION", "RECALL", "F1")}
         self.result.setText(
@@ -152,5 +152,5 @@ class ImportDialog(QDialog):
             self.message.setText(f"<span style='color:#b00'>{exc}</span>")
             return
         self.imported_layer = open_crowns_layer(path, f"{raster.name()} annotations")
-        QgsProject.instance().addMapLayer(self.imported_layer)
+        add_to_project(self.imported_layer)
         self.accept()

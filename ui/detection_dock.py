@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qgis.core import Qgis, QgsApplication, QgsMapLayerProxyModel, QgsProject, QgsSettings
+from qgis.core import Qgis, QgsApplication, QgsMapLayerProxyModel, QgsSettings
 from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox, QgsRasterBandComboBox
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -29,7 +29,7 @@ from ..core.errors import TreecrownsError
 from ..core.prediction import Device, DetectionSettings
 from ..core.raster import RasterReader
 from ..gis.detection_task import DetectionOutcome, DetectionTask
-from ..gis.layers import open_crowns_layer, unique_layer_name, unique_path
+from ..gis.layers import add_to_project, open_crowns_layer, unique_path
 from ..gis.resources import BUNDLED_MODEL
 from .review_panel import ReviewPanel
 
@@ -289,9 +289,8 @@ class DetectionDock(QgsDockWidget):
             self.status.setText(f"Failed: {outcome.error}")
             bar.pushMessage("Tree crowns", outcome.error, Qgis.Critical, 0)
             return
-        taken = (existing.name() for existing in QgsProject.instance().mapLayers().values())
-        layer = open_crowns_layer(outcome.output_path, unique_layer_name(self._layer_name, taken))
-        QgsProject.instance().addMapLayer(layer)
+        layer = open_crowns_layer(outcome.output_path, self._layer_name)
+        add_to_project(layer)
         self.review.layer_combo.setLayer(layer)
         self.progress.setValue(100)
         self.status.setText(f"{outcome.crown_count} crowns written to {outcome.output_path}")

@@ -3,13 +3,13 @@
 import time
 from pathlib import Path
 
-from qgis.core import QgsApplication, QgsVectorLayer
+from qgis.core import QgsApplication, QgsProject, QgsVectorLayer
 from qgis.PyQt.QtCore import QCoreApplication
 
 from synthetic import write_raster
 from treecrowns.core.prediction import DetectionSettings
 from treecrowns.gis.detection_task import DetectionTask
-from treecrowns.gis.layers import open_crowns_layer, unique_layer_name, unique_path
+from treecrowns.gis.layers import add_to_project, open_crowns_layer, unique_layer_name, unique_path
 from treecrowns.gis.resources import BUNDLED_MODEL
 
 PLOT = "HARV_033.tif"
@@ -69,6 +69,17 @@ def test_a_second_detection_layer_gets_a_name_of_its_own():
     taken = ["plot crowns", "plot crowns (2)", "plot"]
     assert unique_layer_name("plot crowns", taken) == "plot crowns (3)"
     assert unique_layer_name("other crowns", taken) == "other crowns"
+
+
+def test_layers_added_to_the_project_never_share_a_name():
+    project = QgsProject.instance()
+    layers = [QgsVectorLayer("Polygon", "plot crowns", "memory") for _ in range(2)]
+    try:
+        for layer in layers:
+            add_to_project(layer)
+        assert [layer.name() for layer in layers] == ["plot crowns", "plot crowns (2)"]
+    finally:
+        project.removeMapLayers([layer.id() for layer in layers])
 
 
 def test_output_folder_that_does_not_exist_is_reported(neon, tmp_path):
