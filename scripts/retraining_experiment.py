@@ -17,6 +17,12 @@ The closest stand-in for a site the model has never seen is a model trained with
     .venv/bin/python scripts/retraining_experiment.py --site HARV \\
         --model output/leave-one-site-out/without-HARV.safetensors
 
+A plot whose reference leaves crowns unmarked (HARV_022 marks seven crowns of a closed canopy)
+teaches that those crowns are background. ``--reviewed-margin METRES`` stands in for a user who
+marks what was reviewed: the training plot's reviewed areas become its crowns grown by that
+margin, so training sees only those areas (the Train dialog's "Only crowns inside reviewed
+areas", REGIONS in ``treecrowns:train``).
+
 Prints F1 before and after at the checkpoint's score threshold, the F1 the new model would
 reach at other thresholds (to tell calibration from learning), and the minutes training took.
 """
@@ -31,11 +37,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import rasterio
+from shapely.geometry import box as shapely_box
+from shapely.ops import unary_union
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
-from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
+from treecrowns.core.annotations import ImageAnnotations, read_deepforest_csv  # noqa: E402
 from treecrowns.core.checkpoint import LoadedModel, load_checkpoint, with_provenance  # noqa: E402
 from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
@@ -63,6 +72,15 @@ def settings_from(pairs: list[str]) -> TrainingSettings:
     return dataclasses.replace(defaults, **changes)
 
 
+def reviewed_around_crowns(item: ImageAnnotations, margin_m: float) -> ImageAnnotations:
+    """``item`` with its reviewed areas set to its crowns grown by ``margin_m`` (pixel polygons, merged)."""
+    with rasterio.open(item.image_path) as raster:
+        margin_px = margin_m / abs(raster.res[0])
+    grown = unary_union([shapely_box(*map(float, b)).buffer(margin_px, join_style=2) for b in item.boxes])
+    parts = tuple(getattr(grown, "geoms", [grown]))
+    return dataclasses.replace(item, regions=parts)
+
+
 def detections(model: LoadedModel, items) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Boxes and scores per plot, down to the lowest score swept (or the checkpoint's threshold if lower)."""
     settings = DetectionSettings(score_threshold=min(SWEEP[0], model.metadata.score_threshold))
@@ -84,6 +102,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--site", required=True, help="HARV, OSBS, SJER or TEAK")
     parser.add_argument("--train-plots", help="comma-separated plots to correct, one at a time (default: the first three)")
+    parser.add_argument(
+        "--reviewed-margin",
+        type=float,
+        metavar="METRES",
+        help="train only inside the training plot's crowns grown by this margin (its reviewed areas)",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="change one TrainingSettings field")
     args = parser.parse_args()
 
@@ -94,6 +118,8 @@ def main() -> None:
     site_plots = sorted(name for name in items if name.startswith(args.site + "_"))
     train_plots = args.train_plots.split(",") if args.train_plots else site_plots[:3]
     print(f"settings: {settings}")
+    if args.reviewed_margin is not None:
+        print(f"reviewed areas: each training plot's crowns grown by {args.reviewed_margin} m")
     print(f"base threshold {base.metadata.score_threshold}; F1 after at thresholds {SWEEP}")
     print(f"{'train on':9} {'crowns':>6} {'scored':>6} {'F1 before':>9} {'F1 after':>9} {'change':>7} {'min':>5}  sweep")
     unseen = {n: items[n] for n in site_plots if f"{n}.tif" not in seen}
@@ -107,7 +133,10 @@ def main() -> None:
             model.metadata = with_provenance(model.metadata, parent=str(args.model))
             output = Path(scratch) / f"{train_plot}.safetensors"
             started = time.time()
-            train(model, [items[train_plot]], output, settings)
+            corrections = items[train_plot]
+            if args.reviewed_margin is not None:
+                corrections = reviewed_around_crowns(corrections, args.reviewed_margin)
+            train(model, [corrections], output, settings)
             minutes = (time.time() - started) / 60
             tuned = load_checkpoint(output)
             after_found = detections(tuned, scored)
