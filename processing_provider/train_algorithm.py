@@ -63,13 +63,13 @@ class TrainAlgorithm(TreecrownsAlgorithm):
         self.addParameter(
             QgsProcessingParameterFile(self.BASE_MODEL, "Base model (empty: bundled model)", optional=True, fileFilter="Checkpoints (*.safetensors *.pt *.pth *.ckpt)")
         )
-        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, "Epochs", QgsProcessingParameterNumber.Integer, 10, False, 1, 1000))
+        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, "Epochs", QgsProcessingParameterNumber.Integer, TrainingSettings.epochs, False, 1, 1000))
         self.addParameter(
-            QgsProcessingParameterNumber(self.LEARNING_RATE, "Learning rate", QgsProcessingParameterNumber.Double, 0.005, False, 1e-6, 1.0)
+            QgsProcessingParameterNumber(self.LEARNING_RATE, "Learning rate", QgsProcessingParameterNumber.Double, TrainingSettings.learning_rate, False, 1e-6, 1.0)
         )
-        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer, 8, False, 1, 256))
+        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer, TrainingSettings.batch_size, False, 1, 256))
         self.addParameter(
-            QgsProcessingParameterNumber(self.VALIDATION_SHARE, "Share of rasters held out for validation", QgsProcessingParameterNumber.Double, 0.2, False, 0.0, 0.9)
+            QgsProcessingParameterNumber(self.VALIDATION_SHARE, "Share of rasters held out for validation", QgsProcessingParameterNumber.Double, TrainingSettings.validation_share, False, 0.0, 0.9)
         )
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", [d.value for d in DEVICES], defaultValue=0))
         self.addParameter(
