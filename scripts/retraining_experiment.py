@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from shapely.geometry import box as shapely_box
 from shapely.ops import unary_union
 
@@ -48,6 +47,7 @@ from treecrowns.core.annotations import ImageAnnotations, read_deepforest_csv  #
 from treecrowns.core.checkpoint import LoadedModel, load_checkpoint, with_provenance  # noqa: E402
 from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
+from treecrowns.core.raster import RasterReader  # noqa: E402
 from treecrowns.core.training import TrainingSettings, train  # noqa: E402
 
 DEFAULT_MODEL = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
@@ -74,8 +74,11 @@ def settings_from(pairs: list[str]) -> TrainingSettings:
 
 def reviewed_around_crowns(item: ImageAnnotations, margin_m: float) -> ImageAnnotations:
     """``item`` with its reviewed areas set to its crowns grown by ``margin_m`` (pixel polygons, merged)."""
-    with rasterio.open(item.image_path) as raster:
-        margin_px = margin_m / abs(raster.res[0])
+    with RasterReader(item.image_path) as reader:
+        resolution = reader.info.ground_resolution_m
+    if resolution is None:
+        raise SystemExit(f"{item.image_path}: no ground resolution, so a margin in metres has no size in pixels")
+    margin_px = margin_m / resolution[0]
     grown = unary_union([shapely_box(*map(float, b)).buffer(margin_px, join_style=2) for b in item.boxes])
     parts = tuple(getattr(grown, "geoms", [grown]))
     return dataclasses.replace(item, regions=parts)

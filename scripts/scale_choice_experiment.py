@@ -97,6 +97,7 @@ def main() -> None:
     fused_sets = [tuple(float(x) for x in part.split("+")) for part in args.fused_sets.split(",")]
     if any(scale not in args.scales for scales in fused_sets for scale in scales):
         raise SystemExit(f"--fused-sets {args.fused_sets}: every scale in a set must be one of --scales")
+    sites = args.sites.split(",")
     items = plots_by_name(args.data)
     metres_per_pixel = 0.1  # the NEON plots' own resolution; boxes come back in the plots' pixels
 
@@ -107,7 +108,7 @@ def main() -> None:
         shipped_f1, best_f1 = [], []
         picked = {(name, per_plot): [] for name in PICKERS for per_plot in (True, False)}
         fused_f1 = {scales: [] for scales in fused_sets}
-        for site in args.sites.split(","):
+        for site in sites:
             if not finished(folder, site):
                 raise SystemExit(f"{checkpoint_for(folder, site)} is missing or unfinished; train it with "
                                  f"scripts/leave_one_site_out.py --train --sites {site} --folder {folder}")
@@ -135,14 +136,14 @@ def main() -> None:
                 fused_f1[scales].append(f1_at(fused(members), items, threshold))
         print(f"| mean | {np.mean(shipped_f1):.3f} | " + " | " * (len(args.scales) - 1) + f" | {np.mean(best_f1):.3f} |")
         print(f"\n{folder}: F1 on the left-out site with the scale picked without labels (scale: plots picked at it)")
-        print("| picker | picks for | " + " | ".join(args.sites.split(",")) + " | mean |")
-        print("| --- " * (len(args.sites.split(",")) + 3) + "|")
+        print("| picker | picks for | " + " | ".join(sites) + " | mean |")
+        print("| --- " * (len(sites) + 3) + "|")
         for (name, per_plot), rows in picked.items():
             cells = " | ".join(f"{f1:.3f} ({picks})" for _, f1, picks in rows)
             print(f"| {name} | {'each plot' if per_plot else 'the whole site'} | {cells} | {np.mean([r[1] for r in rows]):.3f} |")
         print(f"\n{folder}: F1 on the left-out site with views at several scales fused")
-        print("| view scales | " + " | ".join(args.sites.split(",")) + " | mean |")
-        print("| --- " * (len(args.sites.split(",")) + 2) + "|")
+        print("| view scales | " + " | ".join(sites) + " | mean |")
+        print("| --- " * (len(sites) + 2) + "|")
         print("| as shipped | " + " | ".join(f"{f1:.3f}" for f1 in shipped_f1) + f" | {np.mean(shipped_f1):.3f} |")
         for scales, values in fused_f1.items():
             print(f"| {', '.join(f'{x:g}' for x in scales)} | " + " | ".join(f"{f1:.3f}" for f1 in values)
