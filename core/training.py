@@ -55,6 +55,10 @@ ONE_VIEW_MARGIN = 0.03
 _VALIDATION_NMS = 0.3
 
 
+# Box regression losses torchvision's RetinaNet head computes (TrainingSettings.box_loss).
+BOX_LOSSES = ("l1", "giou")
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     """How to train. The defaults suit fine-tuning a trained model on a few hundred corrected crowns."""
@@ -95,6 +99,10 @@ class TrainingSettings:
     # patches (core.style_mixing), so that the detector cannot lean on a site's colours and
     # textures. 0: off.
     style_mixing: float = 0.0
+    # How box regression is scored: "l1" on the offsets from the anchor (torchvision's RetinaNet
+    # default), or "giou", one minus the generalised IoU of the decoded box with the crown, which
+    # scores the overlap that matching at IoU 0.4 asks for.
+    box_loss: str = "l1"
     seed: int = 0
     device: Device = Device.AUTO
 
@@ -121,6 +129,8 @@ class TrainingSettings:
             problems.append(f"weight average decay must be from 0 (off) to below 1, got {self.weight_average_decay}")
         if not 0 <= self.style_mixing <= 1:
             problems.append(f"style mixing must be a share of steps from 0 (off) to 1, got {self.style_mixing}")
+        if self.box_loss not in BOX_LOSSES:
+            problems.append(f"box loss must be one of {', '.join(BOX_LOSSES)}, got {self.box_loss!r}")
         if problems:
             raise TreecrownsError("; ".join(problems))
 
@@ -605,6 +615,8 @@ def train(
 
     # channels_last: the convolutions' backward pass runs about 1.4x faster on CPU (benchmarked).
     network = model.network.to(device=device, memory_format=torch.channels_last)
+    # torchvision's RetinaNet reads its box loss from this attribute; its constructor takes none.
+    network.head.regression_head._loss_type = settings.box_loss
     fit_input_size(model, patch)
     # What is validated and saved: the network itself, or a running average of it.
     averaged = _weight_average(network, settings.weight_average_decay) if settings.weight_average_decay else None

@@ -145,6 +145,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--style-mixing", type=float, default=0.0,
                         help="share of steps on which the trunk's early feature statistics are mixed between patches "
                         "(0 to 1, e.g. 0.5), so that the detector cannot lean on a site's colours and textures; 0: off")
+    parser.add_argument("--box-loss", default="l1", choices=["l1", "giou"],
+                        help="box regression loss: l1 on the anchor offsets (torchvision's default) or giou, one minus "
+                        "the generalised IoU of the predicted box with the crown")
     parser.add_argument("--pseudo-labels", type=Path,
                         help="DeepForest CSV of pseudo-crowns on unlabelled plots (scripts/pseudo_label.py), added to training")
     parser.add_argument("--synthetic", type=Path,
@@ -181,6 +184,7 @@ def training_settings(args: argparse.Namespace) -> TrainingSettings:
             mosaic_share=args.mosaic_share,
             weight_average_decay=args.weight_average,
             style_mixing=args.style_mixing,
+            box_loss=args.box_loss,
             seed=args.seed,
         ))
     except TreecrownsError as exc:

@@ -189,6 +189,24 @@ def test_settings_a_user_could_mistype_are_refused_with_what_to_change():
         TrainingSettings(weight_average_decay=1.0)
     with pytest.raises(TreecrownsError, match="style mixing"):
         TrainingSettings(style_mixing=1.5)
+    with pytest.raises(TreecrownsError, match="box loss must be one of l1, giou, got 'iou'"):
+        TrainingSettings(box_loss="iou")
+
+
+def test_the_giou_box_loss_scores_overlap_and_trains_other_weights(tmp_path):
+    items = [scene(tmp_path, "s0", 0)]
+    reports = {}
+    for loss in ("l1", "giou"):
+        model = small_model()
+        train(model, items, tmp_path / f"{loss}.safetensors", whole_network(replace(FAST, epochs=1, box_loss=loss)),
+              on_epoch=lambda report, loss=loss: reports.setdefault(loss, report))
+    # One minus the generalised IoU of a box with its crown lies between 0 and 2; the same
+    # patches scored by L1 on the anchor offsets give another figure.
+    assert 0 < reports["giou"].regression_loss <= 2
+    assert reports["giou"].regression_loss != pytest.approx(reports["l1"].regression_loss, rel=0.05)
+    l1_weights = load_checkpoint(tmp_path / "l1.safetensors").network.state_dict()
+    giou_weights = load_checkpoint(tmp_path / "giou.safetensors").network.state_dict()
+    assert any(not torch.equal(l1_weights[k], v) for k, v in giou_weights.items())
 
 
 def test_weight_averaging_saves_the_running_average_of_the_steps_not_the_last_step(tmp_path):
