@@ -9,7 +9,8 @@ A checkpoint's own threshold is chosen on the held-out plots of the sites it was
 so two recipes scored on a new site can differ only because their calibration chose differently.
 Scoring both at the same thresholds tells a better network from a better-placed threshold.
 Detection runs through the engine at each checkpoint's defaults except the threshold, on the CPU,
-and is scored with DeepForest's protocol (IoU > 0.4).
+afresh at every threshold (exactly as `treecrowns:detect` would run with it), and is scored with
+DeepForest's protocol (IoU > 0.4).
 """
 
 from __future__ import annotations
@@ -22,20 +23,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from evaluate_model import DEFAULT_DATA, plots_by_name  # noqa: E402
+from evaluate_model import DEFAULT_DATA, plot_names, plots_by_name  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
-from treecrowns.core.evaluation import evaluate  # noqa: E402
+from treecrowns.core.evaluation import EvaluationResult, evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
 
 
-def sweep(model, items: list, thresholds: list[float]) -> list[tuple[float, object]]:
-    """(threshold, EvaluationResult) for each threshold, over all ``items`` together."""
+def sweep(model, items: list, thresholds: list[float]) -> list[EvaluationResult]:
+    """The score at each threshold, over all ``items`` together."""
     references = {Path(item.image_path).name: item.boxes for item in items}
     results = []
     for threshold in thresholds:
         settings = DetectionSettings(score_threshold=threshold, device="cpu")
         predicted = {Path(item.image_path).name: detect(item.image_path, model, settings).pixel_boxes for item in items}
-        results.append((threshold, evaluate(predicted, references)))
+        results.append(evaluate(predicted, references))
     return results
 
 
@@ -47,15 +48,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with annotations.csv and images/")
     args = parser.parse_args()
     thresholds = [float(v) for v in args.thresholds.split(",")]
-    items = [item for name, item in sorted(plots_by_name(args.data).items()) if name.startswith(f"{args.site}_")]
-    if not items:
-        raise SystemExit(f"no annotated plots of site {args.site!r} in {args.data}")
+    by_name = plots_by_name(args.data)
+    items = [by_name[name] for name in plot_names(None, by_name, f"site:{args.site}")]
     print(f"{len(items)} {args.site} plots, {sum(len(item.boxes) for item in items)} reference crowns")
     print("| checkpoint | its threshold | " + " | ".join(f"F1 at {t:g} (P / R)" for t in thresholds) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in thresholds) + " |")
     for model_path in args.models.split(","):
         model = load_checkpoint(model_path)
-        cells = [f"{r.f1:.3f} ({r.precision:.3f} / {r.recall:.3f})" for _, r in sweep(model, items, thresholds)]
+        cells = [f"{r.f1:.3f} ({r.precision:.3f} / {r.recall:.3f})" for r in sweep(model, items, thresholds)]
         print(f"| {model_path} | {model.metadata.score_threshold:g} | " + " | ".join(cells) + " |", flush=True)
 
 

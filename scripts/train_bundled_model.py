@@ -65,7 +65,7 @@ from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
 from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model, save_checkpoint  # noqa: E402
 from treecrowns.core.errors import TreecrownsError  # noqa: E402
 from treecrowns.core.model import lite_architecture  # noqa: E402
-from treecrowns.core.training import TrainingSettings, calibrate_inference, train, whole_network  # noqa: E402
+from treecrowns.core.training import BOX_LOSSES, TrainingSettings, calibrate_inference, train, whole_network  # noqa: E402
 from treecrowns.core.training_state import history_path_beside, state_path_beside  # noqa: E402
 from calibrate_model import view_scales_option  # noqa: E402
 
@@ -145,7 +145,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--style-mixing", type=float, default=0.0,
                         help="share of steps on which the trunk's early feature statistics are mixed between patches "
                         "(0 to 1, e.g. 0.5), so that the detector cannot lean on a site's colours and textures; 0: off")
-    parser.add_argument("--box-loss", default="l1", choices=["l1", "giou"],
+    parser.add_argument("--box-loss", default=TrainingSettings.box_loss, choices=BOX_LOSSES,
                         help="box regression loss: l1 on the anchor offsets (torchvision's default) or giou, one minus "
                         "the generalised IoU of the predicted box with the crown")
     parser.add_argument("--pseudo-labels", type=Path,
