@@ -4,7 +4,6 @@ from pathlib import Path
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 BUNDLED_MODEL = RESOURCES / "models" / "treecrowns-neon-lite.safetensors"
-SAMPLE_RASTER = RESOURCES / "sample" / "neon_sample.tif"
 ICON = RESOURCES / "icon.svg"
 CROWNS_STYLE = RESOURCES / "styles" / "crowns.qml"
 EVALUATION_STYLE = RESOURCES / "styles" / "evaluation.qml"

@@ -8,7 +8,9 @@
 #   scripts/build_bundled_model.sh [--leave-one-site-out]
 #
 # Writes resources/models/: the checkpoint and its history, validation.json, benchmark.json,
-# leave-one-site-out.json (with the option), pictures in validation/, and MODEL_CARD.md.
+# leave-one-site-out.json (with the option), sample_plots.json with the pictures in samples/
+# (the deepforest package's public sample plots), and MODEL_CARD.md. Pictures of training and
+# validation plots go to output/ only: the training data is not ours to redistribute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -19,7 +21,6 @@ models=resources/models
 # gives the same weights bit for bit (two one-thread runs of the first steps gave identical weights).
 $python scripts/train_bundled_model.py --threads 1
 $python scripts/evaluate_model.py --resolutions 0.05,0.1,0.2 --json $models/validation.json --pictures output/validation
-cp output/validation/{HARV_033,SJER_054,TEAK_059}.png $models/validation/
 if [ "${1:-}" = "--leave-one-site-out" ]; then
     # Finished checkpoints are of an older build and would be scored otherwise; a stopped
     # training (a checkpoint and its .training-state, no history yet) goes on where it stopped.
@@ -27,7 +28,7 @@ if [ "${1:-}" = "--leave-one-site-out" ]; then
         if [ -e "$history" ]; then rm -f "${history%.history.json}".*; fi
     done
     $python scripts/leave_one_site_out.py --train --json $models/leave-one-site-out.json
-    cp output/leave-one-site-out/pictures/OSBS/OSBS_022.png $models/validation/OSBS_without-OSBS.png
 fi
+$python scripts/score_sample_plots.py --json $models/sample_plots.json --pictures $models/samples
 $python scripts/benchmark_speed.py --json $models/benchmark.json
 $python scripts/write_model_card.py

@@ -7,8 +7,8 @@ Usage (from the repository root; scripts/build_bundled_model.sh runs it last):
 Reads, all in resources/models/: the checkpoint and its training history, validation.json
 (scripts/evaluate_model.py --resolutions 0.05,0.1,0.2 --json), leave-one-site-out.json
 (scripts/leave_one_site_out.py --json; sites not run yet are listed as such), recipes.json
-(the same estimate for other recipes, written by hand from their runs) and benchmark.json
-(scripts/benchmark_speed.py --json). Every figure on the card comes from
+(the same estimate for other recipes, written by hand from their runs), benchmark.json
+(scripts/benchmark_speed.py --json) and sample_plots.json (scripts/score_sample_plots.py --json). Every figure on the card comes from
 these files, so the card cannot drift from what was measured.
 """
 
@@ -54,6 +54,17 @@ def site_table(table: dict) -> str:
     for site, row in table.items():
         f1 = f"**{row['f1']:.3f}**" if site == "all" else f"{row['f1']:.3f}"
         lines.append(f"| {site} | {row['plots']} | {crowns(row)} | {row['precision']:.3f} | {row['recall']:.3f} | {f1} |")
+    return "\n".join(lines)
+
+
+def sample_plot_table(table: dict) -> str:
+    """One row per public sample plot, then all of them together."""
+    lines = ["| plot | crowns | found | precision | recall | F1 | picture |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, row in table.items():
+        f1 = f"**{row['f1']:.3f}**" if name == "all" else f"{row['f1']:.3f}"
+        picture = "" if name == "all" else f"`samples/{name}.jpg`"
+        lines.append(f"| {name} | {crowns(row)} | {row['true_positives']} | {row['precision']:.3f} | {row['recall']:.3f} "
+                     f"| {f1} | {picture} |")
     return "\n".join(lines)
 
 
@@ -241,6 +252,7 @@ def main() -> None:
     validation = read_json(args.models, "validation.json")
     loso = read_json(args.models, "leave-one-site-out.json")
     benchmark = read_json(args.models, "benchmark.json")
+    sample_plots = read_json(args.models, "sample_plots.json")
     recipes = read_json(args.models, "recipes.json")["recipes"]
     arch = meta.architecture
     settings = meta.provenance["settings"]
@@ -288,6 +300,7 @@ def main() -> None:
         "training_minutes": history["minutes"],
         "calibration_table": calibration_table(calibration, chosen),
         "validation_table": site_table(val_table),
+        "sample_plot_table": sample_plot_table(sample_plots),
         "loso_table": loso_rows,
         "loso_notes": loso_notes,
         "recipe_table": recipe_rows,

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from treecrowns.core.checkpoint import ModelMetadata, new_model, save_checkpoint
 from treecrowns.core.model import lite_architecture
 
@@ -54,6 +56,7 @@ def small_bundle(folder: Path, loso_sites: dict, newer_provenance: bool = False,
     (folder / "validation.json").write_text(json.dumps({"0.05": table, "0.1": table, "0.2": table}))
     (folder / "leave-one-site-out.json").write_text(json.dumps(loso_sites))
     (folder / "recipes.json").write_text(json.dumps({"recipes": recipes or []}))
+    (folder / "sample_plots.json").write_text(json.dumps({"OSBS_029": scores(30, 2, 31, 1), "all": scores(30, 2, 31, 1)}))
     runs = [{"name": "bundled", "seconds": 4.0, "seconds_per_hectare": 1.0},
             {"name": "DeepForest", "seconds": 64.0, "seconds_per_hectare": 16.0}]
     (folder / "benchmark.json").write_text(json.dumps({"raster_px": 2000, "hectares": 4.0, "threads": 2, "speedup": 16.0, "runs": runs}))
@@ -77,6 +80,7 @@ def test_the_card_reports_the_figures_it_was_given_and_which_sites_are_missing(t
     assert "does not record its number of threads" in card
     assert "OSBS 0.469, SJER 0.568; no mean until all four sites are run" in card and "**Not reached.**" in card
     assert "Size: " in card and "Speed: 16× faster" in card
+    assert "| OSBS_029 | 61 | 30 | 0.938 | 0.492 | 0.645 | `samples/OSBS_029.jpg` |" in card, "the public sample plots, per plot"
 
     four = {site: loso_row((20 * (i + 1), 20, 20)) for i, site in enumerate(("HARV", "OSBS", "SJER", "TEAK"))}
     small_bundle(tmp_path / "four", four)
@@ -131,6 +135,7 @@ def test_the_committed_card_is_the_one_its_figures_give(tmp_path):
     )
 
 
+@pytest.mark.needs_training_data
 def test_the_shipped_checkpoint_is_what_the_cards_command_trains(neon):
     """The build script's training command, at today's defaults, asks for exactly the recipe,
     data split, architecture and thread count the shipped checkpoint records."""

@@ -14,7 +14,7 @@ def test_zip_holds_the_plugin_and_nothing_else():
     assert all(n.startswith("treecrowns/") for n in names)
     for required in ("metadata.txt", "__init__.py", "plugin.py", "core/prediction.py", "processing_provider/provider.py",
                      "ui/detection_dock.py", "resources/styles/crowns.qml", "resources/icon.svg",
-                     "resources/models/treecrowns-neon-lite.safetensors", "resources/sample/neon_sample.tif"):
+                     "resources/models/treecrowns-neon-lite.safetensors", "resources/models/MODEL_CARD.md"):
         assert f"treecrowns/{required}" in names, required
     for forbidden in ("tests/", "scripts/", ".venv/", "build/", "__pycache__", ".ci/", ".git"):
         assert not any(forbidden in n for n in names), forbidden

@@ -1,4 +1,7 @@
-"""Correcting one plot and retraining with the Train dialog's defaults helps on another plot of the site."""
+"""Correcting one plot and retraining with the Train dialog's defaults helps on another plot of the site.
+
+It re-scores the bundled model on two of its own held-out NEON plots, so it needs the training data.
+"""
 
 from pathlib import Path
 
@@ -26,6 +29,7 @@ def f1_on(model_path: Path, item) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.needs_training_data
 def test_retraining_on_one_corrected_plot_finds_crowns_better_on_another(neon, tmp_path):
     items = {Path(i.image_path).stem: i for i in read_deepforest_csv(neon / "annotations.csv")}
     # Both plots were held out from the bundled model's training (see its model card).

@@ -36,14 +36,14 @@ def run_desktop(script: Path, out: Path, raster: Path, timeout: int = 420) -> di
     return json.loads(result_file.read_text())
 
 
-def test_dock_detects_crowns_on_the_sample_in_the_real_desktop(tmp_path):
+def test_dock_detects_crowns_on_the_sample_in_the_real_desktop(osbs_plot, tmp_path):
     if shutil.which("xvfb-run") is None:
         pytest.fail("xvfb-run is missing: run scripts/setup.sh")
     from treecrowns.core.checkpoint import read_metadata
-    from treecrowns.gis.resources import BUNDLED_MODEL, SAMPLE_RASTER
+    from treecrowns.gis.resources import BUNDLED_MODEL
 
     out = Path(os.environ.get("TREECROWNS_SCREENSHOTS", tmp_path))
-    result = run_desktop(REPO / "tests" / "gui" / "drive_detection.py", out, SAMPLE_RASTER)
+    result = run_desktop(REPO / "tests" / "gui" / "drive_detection.py", out, osbs_plot.image)
     assert "error" not in result, result.get("error")
     assert result["python_errors"] == []
     assert result["toolbar_button"] and result["dock_visible"] and result["task_started"]
@@ -72,11 +72,9 @@ def test_dock_detects_crowns_on_the_sample_in_the_real_desktop(tmp_path):
         assert (out / f"{name}.png").stat().st_size > 10_000
 
 
-def test_correct_retrain_and_detect_again_by_mouse_and_keys(tmp_path):
-    from treecrowns.gis.resources import SAMPLE_RASTER
-
+def test_correct_retrain_and_detect_again_by_mouse_and_keys(osbs_plot, tmp_path):
     out = Path(os.environ.get("TREECROWNS_SCREENSHOTS", tmp_path)) / "loop"
-    result = run_desktop(REPO / "tests" / "gui" / "drive_review_loop.py", out, SAMPLE_RASTER, timeout=600)
+    result = run_desktop(REPO / "tests" / "gui" / "drive_review_loop.py", out, osbs_plot.image, timeout=600)
     assert "error" not in result, result.get("error")
     assert result["python_errors"] == []
     detected = result["detected"]

@@ -12,8 +12,6 @@ from treecrowns.gis.detection_task import DetectionTask
 from treecrowns.gis.layers import add_to_project, open_crowns_layer, unique_layer_name, unique_path
 from treecrowns.gis.resources import BUNDLED_MODEL
 
-PLOT = "HARV_033.tif"
-
 
 def run_task(raster, output, model=BUNDLED_MODEL, cancel=False, timeout=120):
     outcomes = []
@@ -29,22 +27,22 @@ def run_task(raster, output, model=BUNDLED_MODEL, cancel=False, timeout=120):
     return outcomes[0]
 
 
-def test_task_writes_a_styled_editable_crown_layer(neon, tmp_path):
+def test_task_writes_a_styled_editable_crown_layer(osbs_plot, tmp_path):
     output = tmp_path / "crowns.gpkg"
-    outcome = run_task(neon / "images" / PLOT, output)
+    outcome = run_task(osbs_plot.image, output)
     assert outcome.error is None and not outcome.cancelled and outcome.crown_count > 0
     layer = open_crowns_layer(output, "crowns")
     assert layer.featureCount() == outcome.crown_count
-    assert layer.crs().authid() == "EPSG:32618"
+    assert layer.crs().authid() == "EPSG:32617"
     assert layer.renderer().type() == "RuleRenderer"
     assert any("score" in rule.label() for rule in layer.renderer().rootRule().children()), "outlined by score"
     assert layer.startEditing() and layer.deleteFeature(next(layer.getFeatures()).id()) and layer.commitChanges()
     assert QgsVectorLayer(str(output)).featureCount() == outcome.crown_count - 1
 
 
-def test_cancelled_task_leaves_no_layer_on_disk(neon, tmp_path):
+def test_cancelled_task_leaves_no_layer_on_disk(osbs_plot, tmp_path):
     output = tmp_path / "crowns.gpkg"
-    outcome = run_task(neon / "images" / PLOT, output, cancel=True)
+    outcome = run_task(osbs_plot.image, output, cancel=True)
     assert outcome.cancelled
     assert list(tmp_path.iterdir()) == [], "neither the layer nor a temporary file may remain"
 
@@ -82,7 +80,7 @@ def test_layers_added_to_the_project_never_share_a_name():
         project.removeMapLayers([layer.id() for layer in layers])
 
 
-def test_output_folder_that_does_not_exist_is_reported(neon, tmp_path):
-    outcome = run_task(neon / "images" / PLOT, tmp_path / "missing" / "crowns.gpkg")
+def test_output_folder_that_does_not_exist_is_reported(osbs_plot, tmp_path):
+    outcome = run_task(osbs_plot.image, tmp_path / "missing" / "crowns.gpkg")
     assert "does not exist" in outcome.error
     assert list(tmp_path.iterdir()) == []

@@ -8,18 +8,18 @@ from qgis.core import QgsVectorLayer
 REPO_SCRIPTS = __import__("pathlib").Path(__file__).resolve().parents[2] / "scripts"
 
 
-def test_qgis_process_runs_detect_and_writes_a_layer(neon, tmp_path):
+def test_qgis_process_runs_detect_and_writes_a_layer(osbs_plot, tmp_path):
     output = tmp_path / "crowns.gpkg"
     done = subprocess.run(
         [str(REPO_SCRIPTS / "qgis-process"), "--json", "run", "treecrowns:detect", "--",
-         f"INPUT={neon / 'images' / 'SJER_008.tif'}", f"OUTPUT={output}"],
+         f"INPUT={osbs_plot.image}", f"OUTPUT={output}"],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout[done.stdout.index("{"):])
     assert result["results"]["CROWN_COUNT"] > 0
     layer = QgsVectorLayer(str(output), "crowns", "ogr")
-    assert layer.isValid() and layer.crs().authid() == "EPSG:32611"
+    assert layer.isValid() and layer.crs().authid() == "EPSG:32617"
     assert layer.featureCount() == result["results"]["CROWN_COUNT"]
 
 

@@ -7,7 +7,7 @@ import pytest
 import rasterio
 from qgis.core import QgsGeometry, QgsPointXY, QgsRasterLayer, QgsRectangle, QgsSymbolLayer, QgsVectorLayer
 
-from qgis_layers import neon_crowns_layer
+from sample_plots import crowns_layer
 from treecrowns.core.annotations import read_deepforest_csv
 from treecrowns.core.errors import AnnotationError
 from treecrowns.gis import review
@@ -15,8 +15,6 @@ from treecrowns.gis.import_export import export_layer_as_training_set, import_an
 from treecrowns.gis.layers import crown_features, crown_fields, open_crowns_layer, write_crown_layer
 from treecrowns.core.training import trainable_crowns
 from treecrowns.gis.training_data import annotations_for_rasters
-
-PLOT = "HARV_026.tif"
 
 
 @pytest.fixture
@@ -122,18 +120,18 @@ def mark_left_half_reviewed(crowns, raster):
     return e
 
 
-def test_training_uses_only_reviewed_areas(neon, tmp_path):
-    reference = neon_crowns_layer(neon, [PLOT], tmp_path / "ref.gpkg")
-    raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
+def test_training_uses_only_reviewed_areas(osbs_plot, tmp_path):
+    reference = crowns_layer([osbs_plot], tmp_path / "ref.gpkg")
+    raster = QgsRasterLayer(str(osbs_plot.image), "plot")
     mark_left_half_reviewed(reference, raster)
     [item], _ = annotations_for_rasters([raster], reference, "label", review.existing_reviewed_areas(reference))
     assert np.allclose([a.bounds for a in item.regions], [(0.0, 0.0, 200.0, 400.0)])
 
 
-def test_a_reviewed_area_reshaped_into_a_triangle_is_used_as_a_triangle(neon, tmp_path):
+def test_a_reviewed_area_reshaped_into_a_triangle_is_used_as_a_triangle(osbs_plot, tmp_path):
     """Areas edited with QGIS's own tools are any polygon: training and scoring follow its outline."""
-    reference = neon_crowns_layer(neon, [PLOT], tmp_path / "ref.gpkg")
-    raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
+    reference = crowns_layer([osbs_plot], tmp_path / "ref.gpkg")
+    raster = QgsRasterLayer(str(osbs_plot.image), "plot")
     e = raster.extent()
     areas = review.reviewed_areas_layer(reference)
     review.mark_reviewed(areas, e, "now")
@@ -150,7 +148,7 @@ def test_a_reviewed_area_reshaped_into_a_triangle_is_used_as_a_triangle(neon, tm
     upper_left = int((centres.sum(axis=1) < 400).sum())
     assert 0 < upper_left < len(item.boxes)
     assert trainable_crowns([item]) == upper_left
-    predictions = neon_crowns_layer(neon, [PLOT], tmp_path / "pred.gpkg")
+    predictions = crowns_layer([osbs_plot], tmp_path / "pred.gpkg")
     predictions.startEditing()
     for f in predictions.getFeatures():  # every prediction outside the triangle is wrong
         c = f.geometry().centroid().asPoint()
@@ -161,39 +159,35 @@ def test_a_reviewed_area_reshaped_into_a_triangle_is_used_as_a_triangle(neon, tm
     assert inside["F1"] == pytest.approx(1.0)
 
 
-def test_import_deepforest_csv_puts_boxes_on_the_raster(neon, tmp_path):
-    raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
-    path = import_annotations(str(neon / "annotations.csv"), raster, tmp_path / "imported.gpkg")
+def test_import_deepforest_csv_puts_boxes_on_the_raster(osbs_plot, tmp_path):
+    csv = osbs_plot.image.with_suffix(".csv")  # the package's DeepForest CSV of the same crowns
+    raster = QgsRasterLayer(str(osbs_plot.image), "plot")
+    path = import_annotations(str(csv), raster, tmp_path / "imported.gpkg")
     layer = open_crowns_layer(path, "imported")
-    [truth] = [i for i in read_deepforest_csv(neon / "annotations.csv") if i.image_path.endswith(PLOT)]
-    assert layer.featureCount() == len(truth.boxes) and layer.crs().authid() == "EPSG:32618"
+    [truth] = read_deepforest_csv(csv)
+    assert layer.featureCount() == len(truth.boxes) == 61 and layer.crs().authid() == "EPSG:32617"
     assert set(statuses(layer)) == {"confirmed"}
-    with rasterio.open(neon / "images" / PLOT) as src:
+    with rasterio.open(osbs_plot.image) as src:
         x0, y1 = src.transform * (truth.boxes[0][0], truth.boxes[0][1])
     boxes = [f.geometry().boundingBox() for f in layer.getFeatures()]
     assert any(abs(b.xMinimum() - x0) < 1e-6 and abs(b.yMaximum() - y1) < 1e-6 for b in boxes)
 
 
-def test_crowns_over_an_unreferenced_raster_train_on_the_pixels_they_cover(neon, tmp_path):
+def test_crowns_over_an_unreferenced_raster_train_on_the_pixels_they_cover(soap_plot, tmp_path):
     """QGIS draws a raster without georeferencing at x = column, y = -row; imported and drawn crowns live there."""
-    with rasterio.open(neon / "images" / PLOT) as src:
-        data = src.read()
-    (tmp_path / "plain").mkdir()
-    plain_path = tmp_path / "plain" / PLOT
-    with pytest.warns(rasterio.errors.NotGeoreferencedWarning):
-        with rasterio.open(plain_path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=3, dtype="uint8") as dst:
-            dst.write(data)
-    raster = QgsRasterLayer(str(plain_path), "plain")
-    layer = open_crowns_layer(import_annotations(str(neon / "annotations.csv"), raster, tmp_path / "plain.gpkg"), "plain")
+    raster = QgsRasterLayer(str(soap_plot.image), "plain")
+    assert not raster.crs().isValid()
+    voc = soap_plot.image.with_suffix(".xml")
+    layer = open_crowns_layer(import_annotations(str(voc), raster, tmp_path / "plain.gpkg"), "plain")
     assert all(raster.extent().contains(f.geometry().boundingBox()) for f in layer.getFeatures())
-    [truth] = [i for i in read_deepforest_csv(neon / "annotations.csv") if i.image_path.endswith(PLOT)]
     [item], _ = annotations_for_rasters([raster], layer, "label")
-    assert np.allclose(np.sort(item.boxes, axis=0), np.sort(truth.boxes, axis=0))
+    assert np.allclose(np.sort(item.boxes, axis=0), np.sort(soap_plot.crowns.boxes, axis=0))
+    assert sorted(item.labels) == sorted(soap_plot.crowns.labels)  # Alive and Dead, as drawn
 
 
-def test_import_from_a_polygon_layer_and_bad_files(neon, tmp_path):
-    reference = neon_crowns_layer(neon, [PLOT], tmp_path / "ref.gpkg")
-    raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
+def test_import_from_a_polygon_layer_and_bad_files(osbs_plot, tmp_path):
+    reference = crowns_layer([osbs_plot], tmp_path / "ref.gpkg")
+    raster = QgsRasterLayer(str(osbs_plot.image), "plot")
     layer = open_crowns_layer(import_annotations(reference, raster, tmp_path / "from_layer.gpkg"), "x")
     assert layer.featureCount() == reference.featureCount()
     bogus = tmp_path / "notes.txt"
@@ -202,19 +196,19 @@ def test_import_from_a_polygon_layer_and_bad_files(neon, tmp_path):
         import_annotations(str(bogus), raster, tmp_path / "bogus.gpkg")
 
 
-def test_export_reviewed_layer_as_chips_csv_and_coco(neon, tmp_path):
-    reference = neon_crowns_layer(neon, [PLOT], tmp_path / "ref.gpkg")
-    raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
+def test_export_reviewed_layer_as_chips_csv_and_coco(osbs_plot, tmp_path):
+    reference = crowns_layer([osbs_plot], tmp_path / "ref.gpkg")
+    raster = QgsRasterLayer(str(osbs_plot.image), "plot")
     summary = export_layer_as_training_set(reference, [raster], tmp_path / "export", reviewed_only=False, chip_size=200)
     assert summary.chips == 4 and summary.csv_path.exists() and summary.coco_path.exists()
     assert summary.crowns >= reference.featureCount() - 6  # a crown split across chips may be left out of both
     assert len(list((tmp_path / "export" / "images").glob("*.tif"))) == 4
 
 
-def test_evaluate_inside_reviewed_areas_only(neon, tmp_path):
-    reference = neon_crowns_layer(neon, [PLOT], tmp_path / "ref.gpkg")
-    predictions = neon_crowns_layer(neon, [PLOT], tmp_path / "pred.gpkg")
-    raster = QgsRasterLayer(str(neon / "images" / PLOT), "plot")
+def test_evaluate_inside_reviewed_areas_only(osbs_plot, tmp_path):
+    reference = crowns_layer([osbs_plot], tmp_path / "ref.gpkg")
+    predictions = crowns_layer([osbs_plot], tmp_path / "pred.gpkg")
+    raster = QgsRasterLayer(str(osbs_plot.image), "plot")
     e = mark_left_half_reviewed(reference, raster)
     predictions.startEditing()
     for f in predictions.getFeatures():  # every prediction on the right half is wrong
@@ -227,15 +221,15 @@ def test_evaluate_inside_reviewed_areas_only(neon, tmp_path):
     assert everywhere["F1"] < 1.0 and inside["F1"] == pytest.approx(1.0)
 
 
-def test_import_and_export_as_processing_algorithms(neon, tmp_path):
-    raster = str(neon / "images" / PLOT)
-    imported = processing.run("treecrowns:import_annotations", {"ANNOTATIONS": str(neon / "annotations.csv"), "RASTER": raster,
+def test_import_and_export_as_processing_algorithms(osbs_plot, tmp_path):
+    raster = str(osbs_plot.image)
+    imported = processing.run("treecrowns:import_annotations", {"ANNOTATIONS": str(osbs_plot.image.with_suffix(".csv")), "RASTER": raster,
                                                                 "OUTPUT": str(tmp_path / "imp.gpkg")})
     layer = open_crowns_layer(imported["OUTPUT"], "imported")
-    assert layer.featureCount() == 35
+    assert layer.featureCount() == 61
     exported = processing.run("treecrowns:export_training_set", {"ANNOTATIONS": layer, "RASTERS": [raster], "CHIP_SIZE": 400,
                                                                  "OUTPUT": str(tmp_path / "set")})
-    assert exported["CHIPS"] == 1 and exported["CROWNS"] == 35
+    assert exported["CHIPS"] == 1 and exported["CROWNS"] == 61
     assert (tmp_path / "set" / "annotations.csv").exists()
 
 

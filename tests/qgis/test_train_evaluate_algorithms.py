@@ -1,24 +1,31 @@
-"""treecrowns:train and treecrowns:evaluate through QGIS Processing, on NEON plots."""
+"""treecrowns:train and treecrowns:evaluate through QGIS Processing, on the public NEON sample plots."""
 
 import processing
 import pytest
 from qgis.core import QgsProcessingException
+from rasterio.crs import CRS
 
-from qgis_layers import neon_crowns_layer
+from sample_plots import crowns_layer
 from synthetic import write_raster
 from treecrowns.core.checkpoint import load_checkpoint
+from treecrowns.core.sample_data import georeferenced_copy
 from treecrowns.gis.resources import BUNDLED_MODEL
 
-PLOTS = ["HARV_026.tif", "HARV_037.tif"]  # 35 and 42 crowns: either one validates
+
+@pytest.fixture
+def plots(osbs_plot, soap_plot, tmp_path):
+    """OSBS_029 (61 crowns) and SOAP_061 (37) in one CRS, so that one crown layer covers both."""
+    soap = georeferenced_copy(soap_plot, tmp_path / "SOAP_061.tif", crs=CRS.from_epsg(32617), origin=(405000.0, 3285000.0))
+    return [osbs_plot, soap]
 
 
-def test_train_from_a_crown_layer_writes_a_model_that_records_its_data(neon, tmp_path):
-    crowns = neon_crowns_layer(neon, PLOTS, tmp_path / "crowns.gpkg")
+def test_train_from_a_crown_layer_writes_a_model_that_records_its_data(plots, tmp_path):
+    crowns = crowns_layer(plots, tmp_path / "crowns.gpkg", label="Tree")
     output = tmp_path / "retrained.safetensors"
     result = processing.run(
         "treecrowns:train",
         {
-            "RASTERS": [str(neon / "images" / p) for p in PLOTS],
+            "RASTERS": [str(plot.image) for plot in plots],
             "ANNOTATIONS": crowns,
             "EPOCHS": 1,
             "BATCH_SIZE": 2,
@@ -30,33 +37,34 @@ def test_train_from_a_crown_layer_writes_a_model_that_records_its_data(neon, tmp
     model = load_checkpoint(output)
     assert model.metadata.labels == ("Tree",)
     assert model.metadata.provenance["parent"] == str(BUNDLED_MODEL)
-    assert model.metadata.provenance["training_data"]["crowns"] == crowns.featureCount()
+    assert model.metadata.provenance["training_data"]["crowns"] == crowns.featureCount() == 61 + 37
     assert model.metadata.metrics["validation"]["f1"] == pytest.approx(result["F1"])
 
 
-def test_train_refuses_labels_the_base_model_does_not_have(neon, tmp_path):
-    crowns = neon_crowns_layer(neon, PLOTS[:1], tmp_path / "dead.gpkg", label="Dead")
-    with pytest.raises(QgsProcessingException, match=r"class\(es\) \['Dead'\] but the base model has 1"):
-        processing.run("treecrowns:train", {"RASTERS": [str(neon / "images" / PLOTS[0])], "ANNOTATIONS": crowns,
+def test_train_refuses_labels_the_base_model_does_not_have(plots, tmp_path):
+    soap = plots[1]
+    crowns = crowns_layer([soap], tmp_path / "alive_dead.gpkg")  # SOAP_061's crowns are labelled Alive or Dead
+    with pytest.raises(QgsProcessingException, match=r"class\(es\) \['Alive', 'Dead'\] but the base model has 1"):
+        processing.run("treecrowns:train", {"RASTERS": [str(soap.image)], "ANNOTATIONS": crowns,
                                             "EPOCHS": 1, "OUTPUT_MODEL": str(tmp_path / "m.safetensors")})
     assert not (tmp_path / "m.safetensors").exists()
 
 
-def test_train_refuses_an_empty_layer_and_crowns_off_the_raster(neon, tmp_path):
-    crowns = neon_crowns_layer(neon, PLOTS[:1], tmp_path / "crowns.gpkg")
-    elsewhere = write_raster(tmp_path / "elsewhere.tif", 100, 100)  # same CRS, kilometres away
+def test_train_refuses_an_empty_layer_and_crowns_off_the_raster(osbs_plot, tmp_path):
+    crowns = crowns_layer([osbs_plot], tmp_path / "crowns.gpkg")
+    elsewhere = write_raster(tmp_path / "elsewhere.tif", 100, 100)  # another UTM zone, far away
     with pytest.raises(QgsProcessingException, match="lie on the chosen raster"):
         processing.run("treecrowns:train", {"RASTERS": [str(elsewhere)], "ANNOTATIONS": crowns, "EPOCHS": 1,
                                             "OUTPUT_MODEL": str(tmp_path / "m.safetensors")})
     crowns.dataProvider().truncate()
     with pytest.raises(QgsProcessingException, match="has no features"):
-        processing.run("treecrowns:train", {"RASTERS": [str(neon / "images" / PLOTS[0])], "ANNOTATIONS": crowns,
+        processing.run("treecrowns:train", {"RASTERS": [str(osbs_plot.image)], "ANNOTATIONS": crowns,
                                             "EPOCHS": 1, "OUTPUT_MODEL": str(tmp_path / "m.safetensors")})
 
 
-def test_evaluate_scores_detections_and_writes_the_outcome_of_each_box(neon, tmp_path):
-    reference = neon_crowns_layer(neon, PLOTS[:1], tmp_path / "reference.gpkg")
-    predictions = neon_crowns_layer(neon, PLOTS[:1], tmp_path / "predictions.gpkg")
+def test_evaluate_scores_detections_and_writes_the_outcome_of_each_box(osbs_plot, tmp_path):
+    reference = crowns_layer([osbs_plot], tmp_path / "reference.gpkg")
+    predictions = crowns_layer([osbs_plot], tmp_path / "predictions.gpkg")
     predictions.startEditing()
     ids = [f.id() for f in predictions.getFeatures()]
     predictions.deleteFeatures(ids[:5])  # five crowns missed
@@ -72,9 +80,11 @@ def test_evaluate_scores_detections_and_writes_the_outcome_of_each_box(neon, tmp
     assert outcomes.count("false positive") == 1 and outcomes.count("missed") == 6
 
 
-def test_train_can_add_a_new_class(neon, tmp_path):
-    crowns = neon_crowns_layer(neon, PLOTS[:1], tmp_path / "dead.gpkg", label="Dead")
-    output = tmp_path / "two_classes.safetensors"
-    processing.run("treecrowns:train", {"RASTERS": [str(neon / "images" / PLOTS[0])], "ANNOTATIONS": crowns, "EPOCHS": 1,
+def test_train_can_add_new_classes_from_the_label_field(plots, tmp_path):
+    soap = plots[1]
+    crowns = crowns_layer([soap], tmp_path / "alive_dead.gpkg")
+    output = tmp_path / "three_classes.safetensors"
+    processing.run("treecrowns:train", {"RASTERS": [str(soap.image)], "ANNOTATIONS": crowns, "EPOCHS": 1,
                                         "BATCH_SIZE": 2, "NEW_LABELS": True, "OUTPUT_MODEL": str(output)})
-    assert load_checkpoint(output).metadata.labels == ("Tree", "Dead")
+    labels = load_checkpoint(output).metadata.labels
+    assert labels[0] == "Tree" and sorted(labels[1:]) == ["Alive", "Dead"]
