@@ -33,12 +33,17 @@ class ImageAnnotations:
     ``regions`` are the reviewed areas, pixel-coordinate polygons where every crown was
     drawn (core.areas); anything inside them that is not a crown is background. ``None``
     means the whole raster. An (R, 4) array of boxes is accepted and becomes rectangles.
+    Training reads a raster without georeference at ``pixel_size_m``, or else as if it were
+    at the model's own resolution.
     """
 
     image_path: str
     boxes: np.ndarray
     labels: tuple[str, ...]
     regions: tuple[BaseGeometry, ...] | None = None
+    # Metres per pixel of a raster that carries no georeference (from a plot list, say);
+    # ignored when the raster states its own.
+    pixel_size_m: float | None = None
 
     def __post_init__(self) -> None:
         if self.boxes.shape != (len(self.labels), 4):

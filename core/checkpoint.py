@@ -25,6 +25,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torchvision.models.detection.retinanet import RetinaNet
 
 from .atomic_files import write_atomically
+from .contrast import Contrast, contrast_choice
 from .errors import CheckpointError, OutputError
 from .model import IMAGENET_MEAN, IMAGENET_STD, ArchitectureSpec, build_network, deepforest_architecture
 
@@ -68,10 +69,17 @@ class ModelMetadata:
     # resolution (1.25: the raster read 1.25x coarser, crowns drawn smaller) and all
     # are fused: crown sizes differ from site to site, and no single scale suits all.
     view_scales: tuple[float, ...] = (1.0,)
+    # The contrast normalisation of every patch at training and detection (core.contrast);
+    # checkpoints that do not name one are used on the pixels as they are.
+    contrast: str = Contrast.NONE.value
     source_format: str = "treecrowns"
 
     def __post_init__(self) -> None:
         check_view_scales(self.view_scales)
+        try:
+            object.__setattr__(self, "contrast", contrast_choice(self.contrast).value)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
 
     def calibration_for(self, test_time_augmentation: bool) -> dict:
         """What calibration measured for one view or four fused views (F1, score threshold...); {} if not calibrated."""
@@ -119,6 +127,7 @@ class ModelMetadata:
             metrics=data.get("metrics", {}),
             test_time_augmentation=bool(data.get("test_time_augmentation", False)),
             view_scales=tuple(float(v) for v in data.get("view_scales", (1.0,))),
+            contrast=data.get("contrast", Contrast.NONE.value),
         )
 
 

@@ -14,6 +14,7 @@ import torch
 from .annotations import pixel_boxes_to_map
 from .boxes import cut_by_interior_edge, merge_window_detections
 from .checkpoint import LoadedModel
+from .contrast import normalise_contrast
 from .errors import Cancelled, TreecrownsError
 from .raster import RasterInfo, RasterReader
 from .tiling import Window, window_grid
@@ -159,10 +160,14 @@ def predict_images(
 ) -> list[dict[str, np.ndarray]]:
     """Run the network on (3, H, W) 0-255 images; boxes come back in image pixels.
 
+    Each image is first normalised as the checkpoint says (core.contrast); black pixels are
+    padding or nodata and stay black.
+
     With ``augment``, every image (all square and the same size) is seen in four
     turned views and the views' detections are fused (core.views); the network's
     score threshold then applies to the fused scores.
     """
+    images = [normalise_contrast(image, model.metadata.contrast) for image in images]
     tensors = [torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32) / 255.0).to(device) for img in images]
     network = model.network
     if not augment:

@@ -222,3 +222,24 @@ def read_full(path: str | Path, scale: float = 1.0) -> tuple[np.ndarray, np.ndar
         out_h = max(1, round(info.height * scale))
         image, valid = reader.read(Window(0, 0, info.width, info.height), out_w, out_h)
     return image, valid, info
+
+
+def write_georeferenced_copy(
+    source: str | Path, target: str | Path, pixel_size_m: float, crs: str = "EPSG:32611",
+    origin: tuple[float, float] = (300000.0, 4100000.0),
+) -> Path:
+    """Copy the first three bands of an image without georeference into a GeoTIFF that states its pixel size.
+
+    The engine takes a raster without georeference to be at the model's resolution; a copy
+    placed at ``origin`` (an arbitrary spot) in a metric CRS tells it the real pixel size.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(source) as image:
+            pixels = image.read([1, 2, 3])
+    transform = Affine(pixel_size_m, 0.0, origin[0], 0.0, -pixel_size_m, origin[1])
+    profile = {"driver": "GTiff", "width": pixels.shape[2], "height": pixels.shape[1], "count": 3, "dtype": pixels.dtype,
+               "crs": crs, "transform": transform, "compress": "deflate", "photometric": "RGB"}
+    with rasterio.open(target, "w", **profile) as copy:
+        copy.write(pixels)
+    return Path(target)

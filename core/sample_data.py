@@ -13,12 +13,9 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import rasterio
-from rasterio.crs import CRS
-from rasterio.transform import Affine
-
 from .annotations import ImageAnnotations, read_pascal_voc
 from .errors import TreecrownsError
+from .raster import write_georeferenced_copy
 
 # Overrides where the unpacked ``deepforest/data/`` folder is looked for.
 SAMPLES_FOLDER_VARIABLE = "TREECROWNS_SAMPLES"
@@ -84,7 +81,7 @@ def sample_plots() -> list[SamplePlot]:
     return [sample_plot(name) for name in SAMPLE_PLOTS]
 
 
-def georeferenced_copy(plot: SamplePlot, path: Path, crs: CRS = CRS.from_epsg(32611),
+def georeferenced_copy(plot: SamplePlot, path: Path, crs: str = "EPSG:32611",
                        origin: tuple[float, float] = (300000.0, 4100000.0)) -> SamplePlot:
     """The plot as a 10 cm GeoTIFF with its top-left corner at ``origin``, with the same crowns.
 
@@ -92,11 +89,5 @@ def georeferenced_copy(plot: SamplePlot, path: Path, crs: CRS = CRS.from_epsg(32
     own resolution; a copy that states their 10 cm is what a user who georeferenced them would
     detect on. The position is arbitrary: only the pixel size matters to the detector.
     """
-    with rasterio.open(plot.image) as source:
-        pixels = source.read([1, 2, 3])
-    transform = Affine(SAMPLE_RESOLUTION_M, 0.0, origin[0], 0.0, -SAMPLE_RESOLUTION_M, origin[1])
-    profile = {"driver": "GTiff", "width": pixels.shape[2], "height": pixels.shape[1], "count": 3, "dtype": "uint8",
-               "crs": crs, "transform": transform, "compress": "deflate", "photometric": "RGB"}
-    with rasterio.open(path, "w", **profile) as copy:
-        copy.write(pixels)
+    write_georeferenced_copy(plot.image, path, SAMPLE_RESOLUTION_M, crs, origin)
     return SamplePlot(plot.name, replace(plot.crowns, image_path=str(path)))

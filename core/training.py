@@ -27,6 +27,7 @@ from shapely.geometry import box as rectangle
 from .annotations import ImageAnnotations, annotated_areas, crowns_centred_in, crowns_in_areas, outline_of
 from .areas import area_mask
 from .boxes import crop_boxes, merge_window_detections
+from .contrast import Contrast, equalise_luminance, normalise_contrast
 from .checkpoint import LoadedModel, ModelMetadata, save_checkpoint, way_of_detecting
 from .errors import AnnotationError, Cancelled, CheckpointError, TreecrownsError
 from .evaluation import DEFAULT_IOU_THRESHOLD, evaluate
@@ -76,6 +77,10 @@ class TrainingSettings:
     # Multiplies the colour jitter's ranges (brightness and contrast +-25 %, saturation +-30 %,
     # per-channel gain +-10 % at 1.0): sites and flights differ in colour.
     colour_jitter: float = 1.0
+    # Share of training patches whose luminance histogram is equalised (core.contrast) before the
+    # colour jitter, so that the network sees raw and contrast-equalised imagery alike. Unlike a
+    # checkpoint's contrast normalisation, nothing is done to the pixels at detection. 0: off.
+    equalise_share: float = 0.0
     # Share of training patches read at the model's own resolution, not resized. Every other
     # patch is resized to a random zoom, which softens it, while detection at 1 x reads
     # pixels that were never resized.
@@ -87,7 +92,7 @@ class TrainingSettings:
     augment: bool = True
     # Fine-tuning on one site: keep the trunk and its BatchNorm statistics as learnt on many
     # sites, and train only the FPN and heads. One corrected plot is too little to retrain
-    # the trunk; doing so lost F1 on the site's other plots (scripts/retraining_experiment.py).
+    # the trunk; doing so lost F1 on the site's other plots (model/retraining_experiment.py).
     # Training from scratch needs freeze_batchnorm=False and trunk_learning_rate_factor=1.
     freeze_batchnorm: bool = True
     trunk_learning_rate_factor: float = 0.0
@@ -121,6 +126,8 @@ class TrainingSettings:
             problems.append(f"scale jitter must be two zooms 0 < low <= high, got {self.scale_jitter}")
         if not 0 <= self.colour_jitter <= 3:
             problems.append(f"colour jitter must be a strength from 0 to 3 (1 is the default), got {self.colour_jitter}")
+        if not 0 <= self.equalise_share <= 1:
+            problems.append(f"equalise share must be a fraction from 0 to 1, got {self.equalise_share}")
         if not 0 <= self.native_share <= 1:
             problems.append(f"native share must be a fraction from 0 to 1, got {self.native_share}")
         if not 0 <= self.mosaic_share <= 1:
@@ -190,7 +197,7 @@ def load_samples(items: Sequence[ImageAnnotations], labels: Sequence[str], groun
             raise AnnotationError(f"{item.image_path}: label(s) {unknown} are not among the model's labels {list(labels)}")
         with RasterReader(item.image_path) as reader:
             info = reader.info
-            res = info.ground_resolution_m or (ground_resolution_m, ground_resolution_m)
+            res = info.ground_resolution_m or (item.pixel_size_m or ground_resolution_m,) * 2
             sx, sy = res[0] / ground_resolution_m, res[1] / ground_resolution_m
             for window, area in annotated_areas(item, info.width, info.height):
                 out_w, out_h = max(1, round(window.width * sx)), max(1, round(window.height * sy))
@@ -254,13 +261,25 @@ def _random_cut(sample: _Sample, size: int, rng: random.Random) -> tuple[torch.T
     return region, boxes, labels
 
 
-def _random_patch(sample: _Sample, patch: int, settings: TrainingSettings, rng: random.Random) -> tuple[torch.Tensor, dict]:
-    """A patch x patch training image (0-1) and its target, with augmentation."""
+def _random_patch(
+    sample: _Sample, patch: int, settings: TrainingSettings, rng: random.Random, contrast: str = Contrast.NONE.value
+) -> tuple[torch.Tensor, dict]:
+    """A patch x patch training image (0-1) and its target, with augmentation.
+
+    ``contrast`` is the model's own normalisation (core.contrast), applied to every patch as
+    detection applies it to every window; ``settings.equalise_share`` equalises some patches
+    as augmentation only.
+    """
     scale = _patch_zoom(settings, rng)
     crop = max(8, round(patch * scale))
     region, boxes, labels = _random_cut(sample, crop, rng)
     if crop != patch:
         region = F.interpolate(region[None], size=(patch, patch), mode="bilinear", align_corners=False)[0]
+    # Without an equalise share no extra number is drawn, so earlier recipes keep their random draws.
+    if settings.augment and settings.equalise_share and rng.random() < settings.equalise_share:
+        region = torch.from_numpy(equalise_luminance(region.numpy()))
+    if contrast != Contrast.NONE.value:
+        region = torch.from_numpy(normalise_contrast(region.numpy(), contrast))
     image = region / 255.0
     boxes_t = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) * (patch / crop)
     if settings.augment:
@@ -506,6 +525,7 @@ def _training_fingerprint(
         "validation_images": [s.name for s in val_samples],
         "labels": list(meta.labels),
         "ground_resolution_m": meta.ground_resolution_m,
+        "contrast": meta.contrast,
         "patch_size": meta.patch_size,
         "starting_weights": digest.hexdigest(),
     }
@@ -676,7 +696,11 @@ def train(
                         str(output_path), tuple(history), best_epoch, cancelled=True, metrics=best_metrics, notes=tuple(notes)
                     )
                 chosen = rng.choices(range(len(train_samples)), weights, k=settings.batch_size)
-                batch = [_random_patch(_patch_source(train_samples, i, weights, patch, settings, rng), patch, settings, rng) for i in chosen]
+                batch = [
+                    _random_patch(_patch_source(train_samples, i, weights, patch, settings, rng), patch, settings, rng,
+                                  model.metadata.contrast)
+                    for i in chosen
+                ]
                 images = [img.to(device) for img, _ in batch]
                 targets = [{k: v.to(device) for k, v in t.items()} for _, t in batch]
                 losses = network(images, targets)

@@ -31,7 +31,7 @@ def state_path_beside(checkpoint: str | Path) -> Path:
 
 
 def history_path_beside(checkpoint: str | Path) -> Path:
-    """Where scripts/train_bundled_model.py writes a finished training's history: ``<checkpoint>.history.json``.
+    """Where model/train_bundled_model.py writes a finished training's history: ``<checkpoint>.history.json``.
 
     It is written only when the training ends, so its presence tells a finished training from a stopped one.
     """

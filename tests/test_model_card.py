@@ -13,10 +13,10 @@ from treecrowns.core.model import lite_architecture
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "resources" / "models"
-WRITER = REPO / "scripts" / "write_model_card.py"
+WRITER = REPO / "model" / "write_model_card.py"
 # Training settings whose value here means "not used", as every checkpoint trained before the
 # setting existed was trained.
-SETTINGS_OFF = {"weight_average_decay": 0.0, "style_mixing": 0.0, "box_loss": "l1"}
+SETTINGS_OFF = {"weight_average_decay": 0.0, "style_mixing": 0.0, "box_loss": "l1", "equalise_share": 0.0}
 
 
 def write_card(folder: Path) -> str:
@@ -131,7 +131,7 @@ def test_the_committed_card_is_the_one_its_figures_give(tmp_path):
     copy = tmp_path / "models"
     shutil.copytree(MODELS, copy)
     assert write_card(copy) == (MODELS / "MODEL_CARD.md").read_text(), (
-        "resources/models/MODEL_CARD.md is stale: run scripts/write_model_card.py"
+        "resources/models/MODEL_CARD.md is stale: run model/write_model_card.py"
     )
 
 
@@ -139,13 +139,13 @@ def test_the_committed_card_is_the_one_its_figures_give(tmp_path):
 def test_the_shipped_checkpoint_is_what_the_cards_command_trains(neon):
     """The build script's training command, at today's defaults, asks for exactly the recipe,
     data split, architecture and thread count the shipped checkpoint records."""
-    sys.path.insert(0, str(REPO / "scripts"))
+    sys.path.insert(0, str(REPO / "model"))
     from train_bundled_model import parse_options, recorded, split_by_site, training_settings
     from treecrowns.core.annotations import read_deepforest_csv
     from treecrowns.core.checkpoint import read_metadata
 
-    build = (REPO / "scripts" / "build_bundled_model.sh").read_text()
-    assert "$python scripts/train_bundled_model.py --threads 1\n" in build
+    build = (REPO / "model" / "build_bundled_model.sh").read_text()
+    assert "$python model/train_bundled_model.py --threads 1\n" in build
     args = parse_options(["--threads", "1"])
     shipped = read_metadata(MODELS / "treecrowns-neon-lite.safetensors")
     # The checkpoint stores JSON: tuples come back as lists.

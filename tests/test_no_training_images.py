@@ -51,9 +51,8 @@ def size_of(path: Path) -> tuple[int, int]:
             return image.height, image.width
 
 
+@pytest.mark.needs_training_data
 def test_no_image_in_the_repository_is_a_copy_of_the_training_data():
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"nothing to compare with: {SHARED_DATA} (the training data) is not beside this checkout")
     shared = sorted(p for p in SHARED_DATA.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     assert shared, f"no image found in {SHARED_DATA}"
     shared_sizes = {path: size_of(path) for path in shared}

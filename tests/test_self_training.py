@@ -13,7 +13,7 @@ from treecrowns.core.sample_data import georeferenced_copy
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "model"))
 
 from train_bundled_model import pseudo_labelled  # noqa: E402
 
@@ -26,7 +26,7 @@ def test_pseudo_labels_are_mostly_real_crowns_and_skip_the_left_out_site(tmp_pat
     georeferenced_copy(soap_plot, unlabelled / "SOAP_061.tif")
     output = tmp_path / "pseudo.csv"
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "pseudo_label.py"), "--model", str(BUNDLED), "--images", str(unlabelled),
+        [sys.executable, str(REPO / "model" / "pseudo_label.py"), "--model", str(BUNDLED), "--images", str(unlabelled),
          "--without-site", "SOAP", "--output", str(output)],
         capture_output=True, text=True,
     )
@@ -47,6 +47,6 @@ def test_pseudo_labelled_plots_of_the_left_out_site_are_dropped(tmp_path):
         ImageAnnotations("/data/OSBS_002.tif", np.array([[2.0, 2.0, 8.0, 8.0]]), ("Tree",)),
     ], csv)
 
-    assert [Path(it.image_path).name for it in pseudo_labelled(csv, "HARV")] == ["OSBS_002.tif"]
-    assert len(pseudo_labelled(csv, None)) == 2
-    assert pseudo_labelled(None, "HARV") == []
+    assert [Path(it.image_path).name for it in pseudo_labelled(csv, ["HARV"])] == ["OSBS_002.tif"]
+    assert len(pseudo_labelled(csv, [])) == 2
+    assert pseudo_labelled(None, ["HARV"]) == []

@@ -8,7 +8,7 @@ import rasterio
 
 from treecrowns.core.annotations import read_deepforest_csv
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
 
 from make_synthetic_crowns import RESOLUTION, SIZE, draw_scene, make_scenes  # noqa: E402
 

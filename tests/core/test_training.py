@@ -397,3 +397,36 @@ def test_the_state_of_another_training_is_refused_with_what_to_do(tmp_path):
     state.write_bytes(b"not a training state")
     with pytest.raises(TreecrownsError, match="cannot be read.*delete it to train from the start"):
         train(small_model(), items, tmp_path / "out.safetensors", FAST, state_path=state)
+
+
+def test_a_raster_without_georeference_is_read_at_the_pixel_size_its_plot_list_gives(tmp_path):
+    """The NeonTreeEvaluation export's plots carry no georeference: their 0.1 m comes from plots.csv."""
+    crowns = [(20, 20, 40), (100, 60, 40)]
+    path = write_raster(tmp_path / "plain.tif", 160, 120, crowns, crs=None)
+    boxes = np.array([[c, r, c + s, r + s] for c, r, s in crowns], dtype=float)
+    stated = ImageAnnotations(str(path), boxes, ("Tree",) * 2, pixel_size_m=0.1)
+    [sample] = load_samples([stated], ("Tree",), 0.2)
+    assert tuple(sample.image.shape) == (3, 60, 80) and np.allclose(sample.boxes.numpy(), boxes / 2)
+    [unstated] = load_samples([replace(stated, pixel_size_m=None)], ("Tree",), 0.2)
+    assert tuple(unstated.image.shape) == (3, 120, 160), "without one, the model's own resolution is assumed"
+
+
+def test_training_patches_are_equalised_as_the_checkpoint_or_the_equalise_share_asks():
+    from random import Random
+
+    from treecrowns.core.contrast import equalise_luminance
+    from treecrowns.core.training import _random_patch, _Sample
+
+    dull = torch.from_numpy(np.random.default_rng(0).uniform(90, 140, size=(3, 200, 200)).astype(np.float32))
+    sample = _Sample("dull", dull, torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64))
+    fixed = TrainingSettings(augment=False)
+    plain = _random_patch(sample, 200, fixed, Random(0))[0]
+    normalised = _random_patch(sample, 200, fixed, Random(0), "equalised-luminance")[0]
+    assert plain.max() < 0.6 and np.allclose(normalised.numpy() * 255, equalise_luminance(dull.numpy()), atol=0.01)
+
+    def equalised_patches(share: float) -> int:
+        settings = TrainingSettings(equalise_share=share, colour_jitter=0.0, scale_jitter=(1.0, 1.0))
+        rng = Random(0)
+        return sum(bool(_random_patch(sample, 200, settings, rng)[0].max() > 0.9) for _ in range(100))
+
+    assert equalised_patches(0.0) == 0 and equalised_patches(1.0) == 100 and 35 <= equalised_patches(0.5) <= 65

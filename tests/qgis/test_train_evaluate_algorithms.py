@@ -3,7 +3,6 @@
 import processing
 import pytest
 from qgis.core import QgsProcessingException
-from rasterio.crs import CRS
 
 from sample_plots import crowns_layer
 from synthetic import write_raster
@@ -15,7 +14,7 @@ from treecrowns.gis.resources import BUNDLED_MODEL
 @pytest.fixture
 def plots(osbs_plot, soap_plot, tmp_path):
     """OSBS_029 (61 crowns) and SOAP_061 (37) in one CRS, so that one crown layer covers both."""
-    soap = georeferenced_copy(soap_plot, tmp_path / "SOAP_061.tif", crs=CRS.from_epsg(32617), origin=(405000.0, 3285000.0))
+    soap = georeferenced_copy(soap_plot, tmp_path / "SOAP_061.tif", crs="EPSG:32617", origin=(405000.0, 3285000.0))
     return [osbs_plot, soap]
 
 

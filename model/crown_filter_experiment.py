@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/crown_filter_experiment.py [--sites HARV,OSBS,SJER,TEAK] \
+    .venv/bin/python model/crown_filter_experiment.py [--sites HARV,OSBS,SJER,TEAK] \
         --folders output/leave-one-site-out,output/loso-60-epochs-seed-1
 
 On a site it has never seen, a leave-one-out model puts several small boxes on one large
@@ -29,7 +29,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "model"))
 
 from ensemble_experiment import Found, calibrated, f1_at, found_by  # noqa: E402
 from evaluate_model import DEFAULT_DATA, plots_by_name  # noqa: E402

@@ -5,7 +5,7 @@
 # two at a time).
 # Stopped part-way, the same command goes on from each training's last finished epoch.
 #
-#   scripts/build_bundled_model.sh [--leave-one-site-out]
+#   model/build_bundled_model.sh [--leave-one-site-out]
 #
 # Writes resources/models/: the checkpoint and its history, validation.json, benchmark.json,
 # leave-one-site-out.json (with the option), sample_plots.json with the pictures in samples/
@@ -19,16 +19,16 @@ models=resources/models
 
 # One thread: the shipped checkpoint was trained with one, and only the same number of threads
 # gives the same weights bit for bit (two one-thread runs of the first steps gave identical weights).
-$python scripts/train_bundled_model.py --threads 1
-$python scripts/evaluate_model.py --resolutions 0.05,0.1,0.2 --json $models/validation.json --pictures output/validation
+$python model/train_bundled_model.py --threads 1
+$python model/evaluate_model.py --resolutions 0.05,0.1,0.2 --json $models/validation.json --pictures output/validation
 if [ "${1:-}" = "--leave-one-site-out" ]; then
     # Finished checkpoints are of an older build and would be scored otherwise; a stopped
     # training (a checkpoint and its .training-state, no history yet) goes on where it stopped.
     for history in output/leave-one-site-out/without-*.history.json; do
         if [ -e "$history" ]; then rm -f "${history%.history.json}".*; fi
     done
-    $python scripts/leave_one_site_out.py --train --json $models/leave-one-site-out.json
+    $python model/leave_one_site_out.py --train --json $models/leave-one-site-out.json
 fi
-$python scripts/score_sample_plots.py --json $models/sample_plots.json --pictures $models/samples
-$python scripts/benchmark_speed.py --json $models/benchmark.json
-$python scripts/write_model_card.py
+$python model/score_sample_plots.py --json $models/sample_plots.json --pictures $models/samples
+$python model/benchmark_speed.py --json $models/benchmark.json
+$python model/write_model_card.py

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/evaluate_model.py [--model resources/models/....safetensors]
+    .venv/bin/python model/evaluate_model.py [--model resources/models/....safetensors]
         [--plots validation|all|site:SITE|NAME,NAME] [--resolutions 0.05,0.1,0.2] [--pictures DIR] [--json FILE]
 
 For every plot it runs detection at the checkpoint's own thresholds and scores it with

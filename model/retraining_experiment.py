@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/retraining_experiment.py --site HARV --train-plots HARV_041,HARV_022
+    .venv/bin/python model/retraining_experiment.py --site HARV --train-plots HARV_041,HARV_022
         [--model CHECKPOINT] [--set learning_rate=0.001 --set epochs=5]
 
 For each training plot, its reference crowns stand in for the user's corrections (a fully
@@ -13,8 +13,8 @@ protocol). With the bundled model, plots it was trained on are left out of the s
 
 The closest stand-in for a site the model has never seen is a model trained without it:
 
-    .venv/bin/python scripts/train_bundled_model.py --leave-out-site HARV
-    .venv/bin/python scripts/retraining_experiment.py --site HARV \\
+    .venv/bin/python model/train_bundled_model.py --leave-out-site HARV
+    .venv/bin/python model/retraining_experiment.py --site HARV \\
         --model output/leave-one-site-out/without-HARV.safetensors
 
 A plot whose reference leaves crowns unmarked (HARV_022 marks seven crowns of a closed canopy)

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/score_sample_plots.py [--model CHECKPOINT] [--json FILE] [--pictures DIR]
+    .venv/bin/python model/score_sample_plots.py [--model CHECKPOINT] [--json FILE] [--pictures DIR]
 
 The plots (OSBS_029, SOAP_061 and two Yellowstone crops, hand-drawn crowns by the DeepForest
 authors) come from the deepforest wheel that setup unpacks into build/samples/. No checkpoint

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/calibrate_model.py --model output/leave-one-site-out/without-OSBS.safetensors [--view-scales 1,1.25]
+    .venv/bin/python model/calibrate_model.py --model output/leave-one-site-out/without-OSBS.safetensors [--view-scales 1,1.25]
 
 Scores the checkpoint on its own validation plots (the ones its training held out, as
 recorded in the checkpoint), detecting once per patch and with test-time augmentation
@@ -25,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "model"))
 
 from evaluate_model import DEFAULT_DATA, plots_by_name  # noqa: E402
 from treecrowns.core.checkpoint import check_view_scales, load_checkpoint, save_checkpoint, way_of_detecting  # noqa: E402

@@ -2,14 +2,14 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/mosaic_experiment.py [--sites HARV,OSBS,SJER,TEAK]
+    .venv/bin/python model/mosaic_experiment.py [--sites HARV,OSBS,SJER,TEAK]
         [--folder output/leave-one-site-out] [--overlaps 0,0.15] [--view-scales 1]
 
 A validation plot is 40 m across, one patch at the model's 0.2 m, so scoring plots never
 exercises what detection does on a larger raster: windows that cut crowns, crowns seen by
 two windows and merged, several scales fused. Here each site's 400 x 400 px plots are tiled in
 name order into one GeoTIFF, and the checkpoint trained without that site
-(``without-SITE.safetensors`` in ``--folder``, from scripts/leave_one_site_out.py) detects on it
+(``without-SITE.safetensors`` in ``--folder``, from model/leave_one_site_out.py) detects on it
 at each overlap. The crowns whose centre falls in a plot are scored against that plot's
 reference crowns (DeepForest's protocol), next to the plots detected one at a time.
 
@@ -33,7 +33,7 @@ import rasterio
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "model"))
 
 from benchmark_speed import write_mosaic  # noqa: E402
 from treecrowns.core.annotations import ImageAnnotations, read_deepforest_csv  # noqa: E402
@@ -112,7 +112,7 @@ def main() -> None:
             plots = [it for it in plots if plot_shape(it.image_path) == (PLOT_PX, PLOT_PX)]
             path = args.folder / f"without-{site}.safetensors"
             if not path.exists():
-                raise SystemExit(f"{path} is missing: train it with scripts/leave_one_site_out.py --train --sites {site}")
+                raise SystemExit(f"{path} is missing: train it with model/leave_one_site_out.py --train --sites {site}")
             model: LoadedModel = load_checkpoint(path)
             if args.view_scales:
                 scales = tuple(float(v) for v in args.view_scales.split(","))

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/ensemble_experiment.py [--sites HARV,OSBS,SJER,TEAK] \
+    .venv/bin/python model/ensemble_experiment.py [--sites HARV,OSBS,SJER,TEAK] \
         --folders output/leave-one-site-out,output/loso-60-epochs-seed-1 [--view-scales 1]
 
 One training run of a recipe is a noisy draw (the seed alone moves a left-out site's F1 by up
@@ -29,7 +29,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "model"))
 
 from calibrate_model import view_scales_option  # noqa: E402
 from evaluate_model import DEFAULT_DATA, plots_by_name  # noqa: E402
@@ -92,7 +92,7 @@ def main() -> None:
         for folder in folders:
             if not finished(folder, site):
                 raise SystemExit(f"{checkpoint_for(folder, site)} is missing or unfinished; train it with "
-                                 f"scripts/leave_one_site_out.py --train --sites {site} --folder {folder}")
+                                 f"model/leave_one_site_out.py --train --sites {site} --folder {folder}")
             model = load_checkpoint(checkpoint_for(folder, site))
             if args.view_scales:
                 model.metadata = replace(model.metadata, view_scales=args.view_scales)

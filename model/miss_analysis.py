@@ -2,12 +2,12 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/miss_analysis.py [--model resources/models/....safetensors] [--plots validation]
-    .venv/bin/python scripts/miss_analysis.py --leave-one-site-out output/leave-one-site-out [--sites TEAK,HARV]
+    .venv/bin/python model/miss_analysis.py [--model resources/models/....safetensors] [--plots validation]
+    .venv/bin/python model/miss_analysis.py --leave-one-site-out output/leave-one-site-out [--sites TEAK,HARV]
 
 The first form scores one checkpoint on the plots ``--plots`` names (as in evaluate_model.py).
 The second scores every plot of each site with the checkpoint trained without that site
-(``without-SITE.safetensors`` in the folder, from scripts/leave_one_site_out.py).
+(``without-SITE.safetensors`` in the folder, from model/leave_one_site_out.py).
 
 Detection runs at each checkpoint's defaults, as `treecrowns:detect` runs it. A crown's size is
 the square root of its box's area, in metres. For each site the script prints:
@@ -30,7 +30,7 @@ import rasterio
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "model"))
 
 from evaluate_model import DEFAULT_DATA, plot_names  # noqa: E402
 from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
@@ -118,7 +118,7 @@ def main() -> None:
     for site in args.sites.split(","):
         path = args.leave_one_site_out / f"without-{site}.safetensors"
         if not path.exists():
-            raise SystemExit(f"{path} is missing: train it with scripts/leave_one_site_out.py --train --folder {args.leave_one_site_out}")
+            raise SystemExit(f"{path} is missing: train it with model/leave_one_site_out.py --train --folder {args.leave_one_site_out}")
         model = load_checkpoint(path)
         print_analysis(f"{path.name} on every {site} plot", analyse(model, items, plot_names(model, items, f"site:{site}")))
 

@@ -1,11 +1,14 @@
-"""Retrain the bundled checkpoint from scratch on the NEON plots in shared/data/neon.
+"""Retrain the bundled checkpoint from scratch on the labelled NEON plots in ../shared/data.
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/train_bundled_model.py
+    .venv/bin/python model/train_bundled_model.py
 
-Whole plots are held out for validation (every fifth plot of each site, in name
-order); the rest are training data. Seeded: a rerun with the same number of CPU
+``--data`` names the data folders (default: shared/data/neon; ``--data
+neon,neontree-rf416`` adds the 16-site NeonTreeEvaluation export, whose plots carry no
+georeference and are read at the pixel size their plots.csv gives). Whole plots are held out
+for validation (every fifth plot of each site, in name order, both flight years of a plot on
+the same side); the rest are training data. Seeded: a rerun with the same number of CPU
 threads gives the same checkpoint, bit for bit (``--threads``; the checkpoint records
 the number). With another number the threads split the sums inside the network
 differently, and the weights drift apart a little from the first step. Writes the
@@ -13,20 +16,25 @@ checkpoint and a JSON of its training history next to it in resources/models/.
 
 Leave-one-site-out estimate (how the model does on a site it has never seen):
 
-    .venv/bin/python scripts/train_bundled_model.py --leave-out-site HARV
-    .venv/bin/python scripts/evaluate_model.py --model output/leave-one-site-out/without-HARV.safetensors --plots site:HARV
+    .venv/bin/python model/train_bundled_model.py --leave-out-site HARV
+    .venv/bin/python model/evaluate_model.py --model output/leave-one-site-out/without-HARV.safetensors --plots site:HARV
 
-``--leave-out-site`` drops every plot of that site from training and from the
-per-epoch validation (which then uses the other sites' held-out plots only), so
-the site is scored by a model that never saw it, with an epoch and threshold
-chosen without it.
+``--leave-out-site`` drops every plot of that site (or of several, comma-separated: a fold of
+model/site_folds.json) from training and from the per-epoch validation (which then uses the
+other sites' held-out plots only), so the site is scored by a model that never saw it, with an
+epoch and threshold chosen without it.
+
+Colour: ``--contrast equalised-luminance`` makes the checkpoint equalise the luminance of every
+patch it learns from and every window it detects on (core/contrast.py; recorded in the
+checkpoint); ``--equalise-share 0.5`` instead equalises half the training patches at random,
+as augmentation only.
 
 Self-training: ``--pseudo-labels CSV`` adds a teacher's confident crowns on unlabelled
-plots (written by scripts/pseudo_label.py) to the training plots, never to validation.
+plots (written by model/pseudo_label.py) to the training plots, never to validation.
 Plots of the left-out site in that CSV are dropped too.
 
 Synthetic pretraining: ``--synthetic output/synthetic`` (scenes written by
-scripts/make_synthetic_crowns.py) first trains ``--synthetic-epochs`` epochs on those scenes
+model/make_synthetic_crowns.py) first trains ``--synthetic-epochs`` epochs on those scenes
 alone, keeping the epoch that does best on the real held-out plots, then trains on the real
 plots from there as usual.
 
@@ -63,13 +71,15 @@ sys.path.insert(0, str(REPO / "build" / "plugins"))
 
 from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
 from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model, save_checkpoint  # noqa: E402
+from treecrowns.core.contrast import Contrast  # noqa: E402
 from treecrowns.core.errors import TreecrownsError  # noqa: E402
 from treecrowns.core.model import lite_architecture  # noqa: E402
 from treecrowns.core.training import BOX_LOSSES, TrainingSettings, calibrate_inference, train, whole_network  # noqa: E402
 from treecrowns.core.training_state import history_path_beside, state_path_beside  # noqa: E402
 from calibrate_model import view_scales_option  # noqa: E402
+from plots import SHARED_DATA, Plot, held_out_every, read_plots  # noqa: E402
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "neon"
+DEFAULT_DATA = "neon"
 OUTPUT = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
 
 
@@ -77,49 +87,49 @@ def site_of(path: str) -> str:
     return Path(path).name.split("_")[0]
 
 
-def without_site(items, site: str | None, must_hold_site: bool = True):
-    """All plots except those of ``site``; all plots when ``site`` is None.
-
-    With ``must_hold_site``, a site the items do not hold is a mistyped name and stops the run.
-    """
-    if site is None:
-        return list(items)
-    kept = [it for it in items if site_of(it.image_path) != site]
-    if must_hold_site and len(kept) == len(items):
-        raise SystemExit(f"no plot of site {site!r} in the data; sites are {sorted({site_of(it.image_path) for it in items})}")
-    return kept
+def without_sites(plots: list[Plot], sites: list[str]) -> list[Plot]:
+    """All plots except those of ``sites``; a site the plots do not hold is a mistyped name and stops the run."""
+    known = sorted({plot.site for plot in plots})
+    unknown = [site for site in sites if site not in known]
+    if unknown:
+        raise SystemExit(f"no plot of site(s) {unknown} in the data; sites are {known}")
+    return [plot for plot in plots if plot.site not in sites]
 
 
-def pseudo_labelled(csv_path: Path | None, site: str | None) -> list:
-    """The pseudo-labelled plots of ``csv_path`` outside the left-out site (none without a CSV)."""
+def pseudo_labelled(csv_path: Path | None, sites: list[str]) -> list:
+    """The pseudo-labelled plots of ``csv_path`` outside the left-out sites (none without a CSV)."""
     if csv_path is None:
         return []
     try:
         items = read_deepforest_csv(csv_path)
     except TreecrownsError as exc:
         raise SystemExit(str(exc)) from exc
-    return without_site(items, site, must_hold_site=False)
+    return [item for item in items if site_of(item.image_path) not in sites]
 
 
 def split_by_site(items, every: int = 5):
-    """Every ``every``-th plot of each site (in name order) is held out."""
-    train_items, val_items = [], []
-    by_site: dict[str, list] = {}
-    for item in sorted(items, key=lambda it: it.image_path):
-        by_site.setdefault(site_of(item.image_path), []).append(item)
-    for site_items in by_site.values():
-        for i, item in enumerate(site_items):
-            (val_items if i % every == every - 1 else train_items).append(item)
-    return train_items, val_items
+    """Every ``every``-th plot of each site (sites by name prefix, in name order) is held out."""
+    plots = [Plot(item, site_of(item.image_path)) for item in sorted(items, key=lambda it: it.image_path)]
+    train_plots, val_plots = held_out_every(plots, every)
+    return [p.crowns for p in train_plots], [p.crowns for p in val_plots]
+
+
+def data_folders(option: str) -> list[Path]:
+    """``--data``: comma-separated folders, each a path or a name under ../shared/data."""
+    folders = [Path(name) if "/" in name else SHARED_DATA / name for name in option.split(",")]
+    return folders
 
 
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, with ``scale_jitter`` as a (low, high) pair."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with annotations.csv and images/")
+    parser.add_argument("--data", default=DEFAULT_DATA,
+                        help="comma-separated data folders (annotations.csv, plots.csv, images/), paths or names under "
+                        "../shared/data, e.g. neon,neontree-rf416")
     parser.add_argument("--output", type=Path, help=f"checkpoint to write (default {OUTPUT.relative_to(REPO)}, or "
                         "output/leave-one-site-out/without-SITE.safetensors with --leave-out-site)")
-    parser.add_argument("--leave-out-site", help="train without this site (HARV, OSBS, SJER, TEAK) to estimate unseen-site accuracy")
+    parser.add_argument("--leave-out-site",
+                        help="train without this site, or these comma-separated sites, to estimate unseen-site accuracy")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -133,6 +143,10 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--colour-jitter", type=float, default=1.0,
                         help="strength of the colour jitter (1: brightness and contrast +-25 %%, saturation +-30 %%, "
                         "per-channel gain +-10 %%; 2 doubles every range)")
+    parser.add_argument("--equalise-share", type=float, default=0.0,
+                        help="share of training patches whose luminance histogram is equalised, as augmentation (0 to 1)")
+    parser.add_argument("--contrast", default=Contrast.NONE.value, choices=[c.value for c in Contrast],
+                        help="contrast normalisation of every patch at training and detection, recorded in the checkpoint")
     parser.add_argument("--native-share", type=float, default=0.0,
                         help="share of training patches read at the model's resolution without resizing (0 to 1); "
                         "the others are resized to a zoom drawn from --scale-jitter")
@@ -149,9 +163,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="box regression loss: l1 on the anchor offsets (torchvision's default) or giou, one minus "
                         "the generalised IoU of the predicted box with the crown")
     parser.add_argument("--pseudo-labels", type=Path,
-                        help="DeepForest CSV of pseudo-crowns on unlabelled plots (scripts/pseudo_label.py), added to training")
+                        help="DeepForest CSV of pseudo-crowns on unlabelled plots (model/pseudo_label.py), added to training")
     parser.add_argument("--synthetic", type=Path,
-                        help="folder of synthetic scenes (scripts/make_synthetic_crowns.py) to pretrain on first")
+                        help="folder of synthetic scenes (model/make_synthetic_crowns.py) to pretrain on first")
     parser.add_argument("--synthetic-epochs", type=int, default=10, help="epochs of pretraining with --synthetic")
     parser.add_argument("--ground-resolution", type=float, default=0.2,
                         help="metres per pixel the model works at (default 0.2); the engine resamples every raster to it")
@@ -180,6 +194,7 @@ def training_settings(args: argparse.Namespace) -> TrainingSettings:
             warmup_steps=100,
             scale_jitter=args.scale_jitter,
             colour_jitter=args.colour_jitter,
+            equalise_share=args.equalise_share,
             native_share=args.native_share,
             mosaic_share=args.mosaic_share,
             weight_average_decay=args.weight_average,
@@ -204,15 +219,18 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    items = read_deepforest_csv(args.data / "annotations.csv")
-    train_items, val_items = split_by_site(without_site(items, args.leave_out_site))
-    pseudo_items = pseudo_labelled(args.pseudo_labels, args.leave_out_site)
+    left_out = args.leave_out_site.split(",") if args.leave_out_site else []
+    folders = data_folders(args.data)
+    plots = without_sites([plot for folder in folders for plot in read_plots(folder)], left_out)
+    train_plots, val_plots = held_out_every(plots)
+    train_items, val_items = [p.crowns for p in train_plots], [p.crowns for p in val_plots]
+    pseudo_items = pseudo_labelled(args.pseudo_labels, left_out)
     synthetic_items = [] if args.synthetic is None else read_deepforest_csv(args.synthetic / "annotations.csv")
     if args.output is None:
-        loso = REPO / "output" / "leave-one-site-out" / f"without-{args.leave_out_site}.safetensors"
+        loso = REPO / "output" / "leave-one-site-out" / f"without-{'-'.join(left_out)}.safetensors"
         args.output = OUTPUT if args.leave_out_site is None else loso
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    command = "python scripts/train_bundled_model.py " + " ".join(sys.argv[1:])
+    command = "python model/train_bundled_model.py " + " ".join(sys.argv[1:])
     metadata = ModelMetadata(
         architecture=lite_architecture(trunk=args.trunk),
         labels=("Tree",),
@@ -221,11 +239,12 @@ def main() -> None:
         score_threshold=0.3,
         nms_threshold=0.3,
         view_scales=args.view_scales,
+        contrast=args.contrast,
         provenance={
             "parent": None,
             "created": time.strftime("%Y-%m-%d"),
             "training_data": {
-                "source": "shared/data/neon (NEON AOP 10 cm RGB, DeepForest training plots)",
+                "source": ", ".join(f"shared/data/{folder.name}" for folder in folders) + " (NEON AOP 10 cm RGB plots)",
                 "left_out_site": args.leave_out_site,
                 "train_plots": [Path(it.image_path).name for it in train_items],
                 "validation_plots": [Path(it.image_path).name for it in val_items],

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/batch_norm_adaptation_experiment.py [--sites HARV,OSBS,SJER,TEAK] \
+    .venv/bin/python model/batch_norm_adaptation_experiment.py [--sites HARV,OSBS,SJER,TEAK] \
         --folders output/leave-one-site-out,output/loso-60-epochs-seed-1 [--shares 0.5,1]
 
 A site the model has never seen has other colours, light and shadows, and the trunk's
@@ -33,7 +33,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "model"))
 
 from ensemble_experiment import Found, calibrated, f1_at, found_by  # noqa: E402
 from evaluate_model import DEFAULT_DATA, plots_by_name  # noqa: E402

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/pseudo_label.py --model resources/models/treecrowns-neon-lite.safetensors \
+    .venv/bin/python model/pseudo_label.py --model resources/models/treecrowns-neon-lite.safetensors \
         --output output/pseudo-labels/bundled.csv [--threshold 0.3] [--without-site SJER] [--pictures DIR]
 
 Every GeoTIFF in ../shared/data/neon/unlabeled (or ``--images``) is detected through the
@@ -26,7 +26,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "model"))
 
 from evaluate_model import draw  # noqa: E402
 from train_bundled_model import site_of  # noqa: E402

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/scale_choice_experiment.py --folders output/leave-one-site-out,output/loso-60-epochs-seed-1 \
+    .venv/bin/python model/scale_choice_experiment.py --folders output/leave-one-site-out,output/loso-60-epochs-seed-1 \
         [--scales 0.75,1,1.25,1.5,2] [--sites HARV,OSBS,SJER,TEAK]
 
 A model trained on three sites learns their crown sizes, and crowns differ in size from site to
@@ -33,7 +33,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "model"))
 
 from calibrate_model import view_scales_option  # noqa: E402
 from ensemble_experiment import f1_at, found_by, fused  # noqa: E402
@@ -111,7 +111,7 @@ def main() -> None:
         for site in sites:
             if not finished(folder, site):
                 raise SystemExit(f"{checkpoint_for(folder, site)} is missing or unfinished; train it with "
-                                 f"scripts/leave_one_site_out.py --train --sites {site} --folder {folder}")
+                                 f"model/leave_one_site_out.py --train --sites {site} --folder {folder}")
             model = load_checkpoint(checkpoint_for(folder, site))
             threshold = model.metadata.score_threshold_for(True)
             plots = sorted(n for n in items if n.split("_")[0] == site)

@@ -1,14 +1,14 @@
 """Write resources/models/MODEL_CARD.md from its template, the checkpoint and the measured figures.
 
-Usage (from the repository root; scripts/build_bundled_model.sh runs it last):
+Usage (from the repository root; model/build_bundled_model.sh runs it last):
 
-    .venv/bin/python scripts/write_model_card.py
+    .venv/bin/python model/write_model_card.py
 
 Reads, all in resources/models/: the checkpoint and its training history, validation.json
-(scripts/evaluate_model.py --resolutions 0.05,0.1,0.2 --json), leave-one-site-out.json
-(scripts/leave_one_site_out.py --json; sites not run yet are listed as such), recipes.json
+(model/evaluate_model.py --resolutions 0.05,0.1,0.2 --json), leave-one-site-out.json
+(model/leave_one_site_out.py --json; sites not run yet are listed as such), recipes.json
 (the same estimate for other recipes, written by hand from their runs), benchmark.json
-(scripts/benchmark_speed.py --json) and sample_plots.json (scripts/score_sample_plots.py --json). Every figure on the card comes from
+(model/benchmark_speed.py --json) and sample_plots.json (model/score_sample_plots.py --json). Every figure on the card comes from
 these files, so the card cannot drift from what was measured.
 """
 
@@ -41,7 +41,7 @@ TRUNKS = {
 def read_json(folder: Path, name: str) -> dict:
     path = folder / name
     if not path.exists():
-        raise SystemExit(f"{path} is missing; run scripts/build_bundled_model.sh (it measures what the card reports)")
+        raise SystemExit(f"{path} is missing; run model/build_bundled_model.sh (it measures what the card reports)")
     return json.loads(path.read_text())
 
 
@@ -197,7 +197,7 @@ def recipe_commands(recipes: list[dict]) -> str:
     for recipe in recipes:
         sites = [site for site in SITES if site in recipe["f1"]]
         only = "" if len(sites) == len(SITES) else f" --sites {','.join(sites)}"
-        commands.append(f".venv/bin/python scripts/leave_one_site_out.py --train{only} --folder {recipe['folder']} \\\n"
+        commands.append(f".venv/bin/python model/leave_one_site_out.py --train{only} --folder {recipe['folder']} \\\n"
                         f"    --recipe \"{recipe['options']}\"")
     return "\n".join(commands)
 
@@ -259,7 +259,7 @@ def main() -> None:
     data = meta.provenance["training_data"]
     calibration = meta.metrics.get("calibration") or history.get("calibration")
     if not calibration:
-        raise SystemExit(f"{checkpoint} records no calibration; run scripts/calibrate_model.py --model {checkpoint}")
+        raise SystemExit(f"{checkpoint} records no calibration; run model/calibrate_model.py --model {checkpoint}")
     chosen = way_of_detecting(meta.test_time_augmentation)
     val_table = validation["0.1"]
     loso_rows, loso_notes = loso_table(loso)

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/benchmark_speed.py [--size 2000] [--repeats 2] [--threads N]
+    .venv/bin/python model/benchmark_speed.py [--size 2000] [--repeats 2] [--threads N]
 
 Both models run through the same engine call (`core.prediction.detect`) on one 10 cm
 orthophoto of ``size`` x ``size`` pixels, a mosaic of NEON plots from shared/data/neon.
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--model", type=Path, default=REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors")
-    parser.add_argument("--json", type=Path, help="write the figures here too (scripts/write_model_card.py reads them)")
+    parser.add_argument("--json", type=Path, help="write the figures here too (model/write_model_card.py reads them)")
     args = parser.parse_args()
     import torch
 

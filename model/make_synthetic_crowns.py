@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/make_synthetic_crowns.py --count 2000 --output output/synthetic [--seed 0]
+    .venv/bin/python model/make_synthetic_crowns.py --count 2000 --output output/synthetic [--seed 0]
 
 Writes COUNT GeoTIFFs (200 x 200 px at 0.2 m, the bundled model's own resolution) and an
 annotations.csv in DeepForest's format. Nothing is copied from the NEON plots: every scene is

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/threshold_sweep.py --site HARV --models A.safetensors,B.safetensors
+    .venv/bin/python model/threshold_sweep.py --site HARV --models A.safetensors,B.safetensors
         [--thresholds 0.1,0.15,0.2,0.25,0.3]
 
 A checkpoint's own threshold is chosen on the held-out plots of the sites it was trained on,
@@ -21,7 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "model"))
 
 from evaluate_model import DEFAULT_DATA, plot_names, plots_by_name  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402

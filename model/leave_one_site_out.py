@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python scripts/leave_one_site_out.py [--sites HARV,OSBS,SJER,TEAK] [--train] [--jobs 2]
+    .venv/bin/python model/leave_one_site_out.py [--sites HARV,OSBS,SJER,TEAK] [--train] [--jobs 2]
 
 For each site, the checkpoint output/leave-one-site-out/without-SITE.safetensors is the
 bundled recipe trained on the other three sites (``train_bundled_model.py --leave-out-site
@@ -19,15 +19,15 @@ resources/models/leave-one-site-out.json`` merges them there too, for the model 
 
 To measure a change of recipe against the bundled one, train it in its own folder:
 
-    .venv/bin/python scripts/leave_one_site_out.py --train --sites SJER,OSBS \
+    .venv/bin/python model/leave_one_site_out.py --train --sites SJER,OSBS \
         --folder output/loso-wide-scale --recipe "--scale-jitter 0.6,1.6"
 
 ``{site}`` in the recipe becomes the left-out site, for options that differ by site (a
 self-training student learns from pseudo-labels written by the teacher trained without it):
 
-    .venv/bin/python scripts/pseudo_label.py --model output/leave-one-site-out/without-SJER.safetensors \
+    .venv/bin/python model/pseudo_label.py --model output/leave-one-site-out/without-SJER.safetensors \
         --without-site SJER --output output/pseudo-labels/without-SJER.csv
-    .venv/bin/python scripts/leave_one_site_out.py --train --sites SJER --folder output/loso-self-training \
+    .venv/bin/python model/leave_one_site_out.py --train --sites SJER --folder output/loso-self-training \
         --recipe "--pseudo-labels output/pseudo-labels/without-{site}.csv"
 """
 
@@ -43,7 +43,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "model"))
 
 from evaluate_model import DEFAULT_DATA, plot_names, plots_by_name, score_plots  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
@@ -81,7 +81,7 @@ def train_missing(folder: Path, sites: list[str], jobs: int, recipe: list[str]) 
         going_on = state_path_beside(checkpoint_for(folder, site)).exists()
         log = open(folder / f"without-{site}.log", "a" if going_on else "w")
         print(f"training without {site} (log: {log.name})", flush=True)
-        command = [sys.executable, str(REPO / "scripts" / "train_bundled_model.py"), "--leave-out-site", site,
+        command = [sys.executable, str(REPO / "model" / "train_bundled_model.py"), "--leave-out-site", site,
                    "--output", str(checkpoint_for(folder, site)), *(option.replace("{site}", site) for option in recipe)]
         running.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
     for process in running:

@@ -1,0 +1,132 @@
+"""F1 on sites the recipe never saw: the 18 labelled sites in four folds, each fold held out in turn.
+
+Usage (from the repository root, after scripts/setup.sh):
+
+    .venv/bin/python model/site_folds.py [--folds 1,2,3,4] [--train] [--jobs 2] [--epochs 60]
+        [--folder output/site-folds] [--recipe "--contrast equalised-luminance"] [--json FILE]
+
+The folds are the site groups of model/site_folds.json. For fold N, FOLDER/fold-N.safetensors is
+the recipe trained on both labelled folders (shared/data/neon and shared/data/neontree-rf416)
+without any plot of the fold's sites; ``--train`` trains the missing or unfinished ones first,
+``--jobs`` at a time with one CPU thread each (a stopped training goes on from its last finished
+epoch). Every plot of the fold's sites is then detected through the engine at the checkpoint's
+defaults (plots without georeference on a copy that states their pixel size) and scored with
+DeepForest's protocol (IoU > 0.4), per site and over the fold. Prints one row per fold and
+their mean, and writes FOLDER/summary.json (and ``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "build" / "plugins"))
+sys.path.insert(0, str(REPO / "model"))
+
+from plots import Plot, detectable, read_all_plots, site_folds  # noqa: E402
+from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
+from treecrowns.core.evaluation import evaluate  # noqa: E402
+from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
+from treecrowns.core.training_state import history_path_beside, state_path_beside  # noqa: E402
+
+FOLDER = REPO / "output" / "site-folds"
+DATA = "neon,neontree-rf416"
+
+
+def checkpoint_for(folder: Path, fold: int) -> Path:
+    return folder / f"fold-{fold}.safetensors"
+
+
+def finished(folder: Path, fold: int) -> bool:
+    """Whether that training ran to the end (a stopped one has a checkpoint and a state, but no history)."""
+    return checkpoint_for(folder, fold).exists() and history_path_beside(checkpoint_for(folder, fold)).exists()
+
+
+def train_missing(folder: Path, folds: dict[int, list[str]], jobs: int, recipe: list[str]) -> None:
+    """Train each fold's checkpoint that is missing or unfinished, ``jobs`` at a time with one thread each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    missing = [fold for fold in folds if not finished(folder, fold)]
+    running: list[subprocess.Popen] = []
+    for fold in missing:
+        while len(running) >= jobs:
+            running.pop(0).wait()
+        going_on = state_path_beside(checkpoint_for(folder, fold)).exists()
+        log = open(folder / f"fold-{fold}.log", "a" if going_on else "w")
+        print(f"training without fold {fold} ({','.join(folds[fold])}; log: {log.name})", flush=True)
+        command = [sys.executable, str(REPO / "model" / "train_bundled_model.py"), "--data", DATA, "--threads", "1",
+                   "--leave-out-site", ",".join(folds[fold]), "--output", str(checkpoint_for(folder, fold)), *recipe]
+        running.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
+    for process in running:
+        process.wait()
+    failed = [fold for fold in missing if not finished(folder, fold)]
+    if failed:
+        raise SystemExit(f"training failed for fold(s) {failed}; see {folder}/fold-N.log")
+
+
+def score_fold(checkpoint: Path, plots: list[Plot], scratch: Path) -> dict:
+    """Figures per site and over all the plots (key "all")."""
+    model = load_checkpoint(checkpoint)
+    predicted, reference, sites = {}, {}, {}
+    for plot in plots:
+        found = detect(str(detectable(plot, scratch)), model, DetectionSettings())
+        predicted[plot.name], reference[plot.name], sites[plot.name] = found.pixel_boxes, plot.crowns.boxes, plot.site
+    table = {}
+    for site in sorted(set(sites.values())):
+        names = [name for name, of in sites.items() if of == site]
+        table[site] = {**evaluate({n: predicted[n] for n in names}, {n: reference[n] for n in names}).as_dict(),
+                       "plots": len(names)}
+    table["all"] = {**evaluate(predicted, reference).as_dict(), "plots": len(plots)}
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folds", default="1,2,3,4", help="which folds (1-based, as in model/site_folds.json)")
+    parser.add_argument("--train", action="store_true", help="train the missing or unfinished fold checkpoints first")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings at a time with --train")
+    parser.add_argument("--folder", type=Path, default=FOLDER, help="where the fold checkpoints, logs and summary go")
+    parser.add_argument("--recipe", default="", help='extra train_bundled_model.py options, e.g. "--epochs 20"')
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    groups = site_folds()
+    folds = {int(n): groups[int(n) - 1] for n in args.folds.split(",")}
+    folder = args.folder.resolve()
+    if args.train:
+        train_missing(folder, folds, args.jobs, args.recipe.split())
+    absent = [str(checkpoint_for(folder, fold)) for fold in folds if not finished(folder, fold)]
+    if absent:
+        raise SystemExit(f"missing or unfinished checkpoint(s) {absent}; run with --train")
+    plots = read_all_plots()
+    summary_path = folder / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for fold, sites in folds.items():
+            history = json.loads(history_path_beside(checkpoint_for(folder, fold)).read_text())
+            table = score_fold(checkpoint_for(folder, fold), [p for p in plots if p.site in sites], Path(scratch))
+            summary[str(fold)] = {"sites": sites, "best_epoch": history["best_epoch"], "minutes": history["minutes"],
+                                  "figures": table}
+            print(f"fold {fold}: {json.dumps(table['all'])}", flush=True)
+    summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2, sort_keys=True))
+
+    print("\n| fold | sites | plots | crowns | precision | recall | F1 |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for fold, row in sorted(summary.items()):
+        r = row["figures"]["all"]
+        print(f"| {fold} | {', '.join(row['sites'])} | {r['plots']} | {r['true_positives'] + r['missed']} | "
+              f"{r['precision']:.3f} | {r['recall']:.3f} | **{r['f1']:.3f}** |")
+    mean = sum(row["figures"]["all"]["f1"] for row in summary.values()) / len(summary)
+    print(f"| mean of {len(summary)} folds | | | | | | **{mean:.3f}** |")
+
+
+if __name__ == "__main__":
+    main()
