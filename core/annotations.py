@@ -207,7 +207,9 @@ def read_pascal_voc(xml_path: str | Path, image_root: str | Path | None = None) 
     """
     xml_path = Path(xml_path)
     try:
-        root = ElementTree.parse(xml_path).getroot()
+        # The user's own annotation file. ElementTree never fetches external entities, and the
+        # expat in Python 3.11 (2.4.1 and later) limits entity expansion: no XML bomb gets through.
+        root = ElementTree.parse(xml_path).getroot()  # nosec B314
     except (OSError, ElementTree.ParseError) as exc:
         raise AnnotationError(f"cannot read Pascal VOC file {xml_path}: {exc}") from exc
     filename = root.findtext("filename")
