@@ -15,7 +15,7 @@ from .annotations import pixel_boxes_to_map
 from .boxes import cut_by_interior_edge, merge_window_detections
 from .checkpoint import LoadedModel
 from .contrast import normalise_contrast
-from .errors import Cancelled, TreecrownsError
+from .errors import Cancelled, RasterError, TreecrownsError
 from .raster import RasterInfo, RasterReader
 from .tiling import Window, window_grid
 from .views import VIEW_SCORE_FLOOR, detect_in_views, fuse_scales
@@ -27,6 +27,8 @@ StopCheck = Callable[[], bool]
 
 # A box this close (in model pixels) to an interior window edge counts as cut by it.
 _EDGE_TOLERANCE_PX = 2.0
+# The fewest model pixels across a raster's shorter side: 8 at 0.2 m is 1.6 m, a small crown.
+MIN_RASTER_MODEL_PX = 8
 
 
 class Device(str, Enum):
@@ -114,11 +116,24 @@ def _plans(
             res_x, res_y = info.ground_resolution_m
             zoom_x = res_x / model.metadata.ground_resolution_m
             zoom_y = res_y / model.metadata.ground_resolution_m
+    check_large_enough(info, zoom_x, zoom_y, model.metadata.ground_resolution_m)
     finest = min(scales)
     window_w = max(8, round(patch * finest / zoom_x))
     window_h = max(8, round(patch * finest / zoom_y))
     windows = window_grid(info.width, info.height, window_w, settings.overlap, window_h)
     return [_Plan(zoom_x / scale, zoom_y / scale, patch, windows) for scale in scales]
+
+
+def check_large_enough(info: RasterInfo, zoom_x: float, zoom_y: float, model_resolution_m: float) -> None:
+    """Refuse a raster too small (or too narrow) at the model's resolution to hold one tree crown."""
+    model_w, model_h = info.width * zoom_x, info.height * zoom_y
+    if min(model_w, model_h) < MIN_RASTER_MODEL_PX:
+        metres = MIN_RASTER_MODEL_PX * model_resolution_m
+        raise RasterError(
+            f"{info.path} is {info.width} x {info.height} px, {model_w * model_resolution_m:.1f} x "
+            f"{model_h * model_resolution_m:.1f} m at the model's {model_resolution_m:g} m per pixel: too small to hold a "
+            f"tree crown (both sides need at least {metres:g} m); choose a larger raster"
+        )
 
 
 def _batches(items: Sequence[Window], size: int) -> Iterator[list[Window]]:

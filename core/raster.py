@@ -117,16 +117,53 @@ def _ground_resolution(dataset: rasterio.DatasetReader) -> tuple[float, float] |
     return (res_x * factor, res_y * factor)
 
 
+def _no_valid_pixels(dataset: rasterio.DatasetReader) -> str:
+    nodata = f" (nodata value {dataset.nodata:g})" if dataset.nodata is not None else ""
+    return (f"{dataset.name} has no valid pixels: every pixel is nodata{nodata} or masked out; check the raster's "
+            "nodata value (Layer Properties > Transparency) or choose another raster")
+
+
+def _damaged(path: str, exc: Exception, where: str = "") -> RasterError:
+    return RasterError(
+        f"{path} is damaged or truncated: GDAL could not read its pixels{where} ({exc}); export or download it again"
+    )
+
+
+def _check_has_valid_pixels(dataset: rasterio.DatasetReader) -> None:
+    """Refuse a raster whose every pixel is nodata, from a decimated read of its mask."""
+    scale = min(1.0, _STATS_READ_SIZE / max(dataset.width, dataset.height))
+    shape = (max(1, round(dataset.height * scale)), max(1, round(dataset.width * scale)))
+    try:
+        mask = dataset.dataset_mask(out_shape=shape, resampling=Resampling.average)
+    except (RasterioError, OSError) as exc:
+        raise _damaged(dataset.name, exc) from exc
+    if not (mask > 0).any():
+        raise RasterError(_no_valid_pixels(dataset))
+
+
+def _check_north_up(dataset: rasterio.DatasetReader) -> None:
+    """Windows and boxes are axis-aligned in pixels: a rotated geotransform would put crowns in the wrong place."""
+    transform = dataset.transform
+    if transform.b != 0 or transform.d != 0:
+        raise RasterError(
+            f"{dataset.name} has a rotated geotransform (its rows do not run east-west); detection needs a north-up "
+            "raster: warp it first (Raster > Projections > Warp, or gdalwarp)"
+        )
+
+
 def _band_scaling(dataset: rasterio.DatasetReader, bands: tuple[int, int, int]) -> BandScaling:
     if all(dataset.dtypes[b - 1] == "uint8" for b in bands):
         return BandScaling.identity()
     scale = min(1.0, _STATS_READ_SIZE / max(dataset.width, dataset.height))
     shape = (max(1, round(dataset.height * scale)), max(1, round(dataset.width * scale)))
-    data = dataset.read(list(bands), out_shape=(3, *shape), resampling=Resampling.nearest).astype(np.float64)
-    valid = dataset.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
+    try:
+        data = dataset.read(list(bands), out_shape=(3, *shape), resampling=Resampling.nearest).astype(np.float64)
+        valid = dataset.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
+    except (RasterioError, OSError) as exc:
+        raise _damaged(dataset.name, exc) from exc
     values = data[:, valid]
     if values.size == 0:
-        raise RasterError(f"{dataset.name} has no valid pixels (everything is nodata)")
+        raise RasterError(_no_valid_pixels(dataset))
     is_float = all(np.dtype(dataset.dtypes[b - 1]).kind == "f" for b in bands)
     if is_float and values.min() >= 0.0 and values.max() <= 1.0:
         return BandScaling((0.0, 0.0, 0.0), (255.0, 255.0, 255.0))
@@ -153,7 +190,9 @@ class RasterReader:
         except (RasterioError, OSError) as exc:
             raise RasterError(f"cannot read {path} as a raster ({exc}); is it a GeoTIFF or other GDAL image?") from exc
         try:
+            _check_north_up(self._dataset)
             chosen = _choose_bands(self._dataset, bands)
+            _check_has_valid_pixels(self._dataset)
             georeferenced = self._dataset.crs is not None or not self._dataset.transform.is_identity
             t = self._dataset.transform if georeferenced else UNREFERENCED_FRAME
             self.info = RasterInfo(
@@ -203,7 +242,7 @@ class RasterReader:
                 window=rio_window, out_shape=(out_height, out_width), resampling=Resampling.nearest
             ) > 0
         except (RasterioError, OSError) as exc:
-            raise RasterError(f"cannot read window {window} of {self.info.path}: {exc}") from exc
+            raise _damaged(self.info.path, exc, f" from column {window.col_off}, row {window.row_off}") from exc
         image = data.astype(np.float32)
         scaling = self.info.scaling
         if scaling != BandScaling.identity():

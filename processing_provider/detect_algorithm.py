@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from qgis.core import (
-    QgsFeatureSink,
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
@@ -20,10 +21,11 @@ from qgis.core import (
 from ..core.checkpoint import load_checkpoint
 from ..core.errors import Cancelled, TreecrownsError
 from ..core.prediction import DetectionSettings, Device, detect, uses_views
+from ..core.raster import RasterReader
 from ..gis.feedback import from_processing
 from ..gis.layers import crown_fields, detection_features, detections_crs
 from ..gis.resources import CROWNS_STYLE, model_path_or_bundled
-from .base import TreecrownsAlgorithm
+from .base import TreecrownsAlgorithm, check_output_file, remove_output_file, write_to_sink
 from .styling import style_on_load
 
 DEVICES = [Device.AUTO, Device.CPU, Device.CUDA]
@@ -115,6 +117,16 @@ class DetectAlgorithm(TreecrownsAlgorithm):
             raise QgsProcessingException(f"BANDS must name exactly three bands (red, green, blue), not {text!r}")
         return bands  # type: ignore[return-value]
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS hook
+        """A file that GDAL cannot open is named as such, not reported as "not found"."""
+        source = parameters.get(self.INPUT)
+        if isinstance(source, str) and Path(source).is_file():
+            try:
+                RasterReader(source).close()
+            except TreecrownsError as exc:
+                return False, str(exc)
+        return super().checkParameterValues(parameters, context)
+
     def processAlgorithm(self, parameters, context, feedback):
         raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if raster is None:
@@ -131,6 +143,7 @@ class DetectAlgorithm(TreecrownsAlgorithm):
             bands=self._bands(self.parameterAsString(parameters, self.BANDS, context)),
             test_time_augmentation=VIEW_CHOICES[self.parameterAsEnum(parameters, self.VIEWS, context)],
         )
+        check_output_file(self.parameterAsOutputLayer(parameters, self.OUTPUT, context), context)
         progress, should_stop = from_processing(feedback)
         try:
             model = load_checkpoint(model_path)
@@ -148,11 +161,12 @@ class DetectAlgorithm(TreecrownsAlgorithm):
             feedback.reportError(f"Warning: {warning}", fatalError=False)
         # The sink is created only now, so a failed or cancelled run writes no layer.
         fields = crown_fields()
+        destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Polygon, detections_crs(detections))
         if sink is None:
+            remove_output_file(destination)
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        for feature in detection_features(detections, str(model_path), fields):
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        write_to_sink(sink, detection_features(detections, str(model_path), fields), destination)
         style_on_load(context, dest_id, CROWNS_STYLE)
         feedback.pushInfo(f"{len(detections)} tree crowns found")
         return {self.OUTPUT: dest_id, self.CROWN_COUNT: len(detections)}

@@ -25,7 +25,7 @@ from ..core.errors import TreecrownsError
 from ..core.evaluation import DEFAULT_IOU_THRESHOLD, evaluate
 from ..gis.layers import layer_areas, layer_boxes
 from ..gis.resources import EVALUATION_STYLE
-from .base import TreecrownsAlgorithm, areas_parameter
+from .base import TreecrownsAlgorithm, areas_parameter, check_output_file
 from .styling import style_on_load
 
 OUTCOME_TRUE_POSITIVE = "true positive"
@@ -75,6 +75,7 @@ class EvaluateAlgorithm(TreecrownsAlgorithm):
         predictions = self.parameterAsVectorLayer(parameters, self.PREDICTIONS, context)
         reference = self.parameterAsVectorLayer(parameters, self.GROUND_TRUTH, context)
         threshold = self.parameterAsDouble(parameters, self.IOU_THRESHOLD, context)
+        check_output_file(self.parameterAsOutputLayer(parameters, self.OUTPUT, context), context)
         crs = predictions.crs()
         try:
             predicted_boxes, predicted_labels = layer_boxes(predictions, crs, "label", default_label="")

@@ -24,7 +24,7 @@ from ..core.training import TrainingSettings, train, trainable_crowns, whole_net
 from ..gis.feedback import from_processing
 from ..gis.resources import model_path_or_bundled
 from ..gis.training_data import annotations_for_rasters
-from .base import TreecrownsAlgorithm, areas_parameter
+from .base import TreecrownsAlgorithm, areas_parameter, check_output_file
 from .detect_algorithm import DEVICES
 
 
@@ -97,6 +97,7 @@ class TrainAlgorithm(TreecrownsAlgorithm):
             output = output.with_suffix(".safetensors")
         if not rasters:
             raise QgsProcessingException("choose at least one orthophoto to train on")
+        check_output_file(str(output), context)
         try:
             settings = TrainingSettings(
                 epochs=self.parameterAsInt(parameters, self.EPOCHS, context),

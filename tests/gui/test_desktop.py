@@ -12,16 +12,19 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
 
-def run_desktop(script: Path, out: Path, raster: Path, timeout: int = 420) -> dict:
+def run_desktop(script: Path, out: Path, raster: Path, timeout: int = 420, with_venv: bool = True) -> dict:
+    """Run a driver script in the QGIS desktop; ``with_venv=False`` starts QGIS without torch on its path."""
     out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").unlink(missing_ok=True)
     env = dict(os.environ)
     env.pop("QT_QPA_PLATFORM", None)
+    venv = [str(REPO / ".venv" / "lib" / "python3.11" / "site-packages")] if with_venv else []
     env.update(
         TREECROWNS_GUI_OUT=str(out),
         TREECROWNS_GUI_RASTER=str(raster),
         QGIS_PLUGINPATH=str(REPO / "build" / "plugins"),
         # The venv's packages, and desktop_harness.py for the driver scripts.
-        PYTHONPATH=os.pathsep.join([str(REPO / ".venv" / "lib" / "python3.11" / "site-packages"), str(script.parent)]),
+        PYTHONPATH=os.pathsep.join([*venv, str(script.parent)]),
         XDG_RUNTIME_DIR=str(out / "runtime"),
     )
     (out / "runtime").mkdir(mode=0o700, exist_ok=True)
@@ -101,3 +104,28 @@ def test_correct_retrain_and_detect_again_by_mouse_and_keys(osbs_plot, tmp_path)
     for step in ("1-detected", "2-three-boxes-drawn", "3-two-deleted", "4-confirmed-and-reviewed", "5-train-dialog",
                  "6-trained", "7-detected-with-new-model", "8-evaluation"):
         assert (out / f"{step}.png").exists(), step
+
+
+def test_packages_are_installed_from_the_dock_and_detection_runs_in_the_same_session(osbs_plot, tmp_path):
+    """QGIS started without torch: the plugin loads, the dock installs the packages into the profile,
+    and the dock detects at once; a second start finds them and asks nothing."""
+    out = Path(os.environ.get("TREECROWNS_SCREENSHOTS", tmp_path)) / "installer"
+    shutil.rmtree(out / "profiles", ignore_errors=True)
+    result = run_desktop(REPO / "tests" / "gui" / "drive_installer.py", out, osbs_plot.image, timeout=1200, with_venv=False)
+    assert "error" not in result, result.get("error")
+    assert result["python_errors"] == []
+    assert not result["torch_on_path_at_start"] and result["algorithms_before"] == []
+    assert result["install_dock_visible"] and "torch" in result["explanation"] and "safetensors" in result["explanation"]
+    assert result["install_click_s"] < 0.5, "pip runs in a background task"
+    assert result["detection_dock_visible"], result["install_status"]
+    assert "treecrowns:detect" in result["algorithms_after"]
+    assert result["torch_from"].startswith(result["packages_folder"]), "torch comes from the profile's folder"
+    assert not result["triton_installed"]
+    [crowns] = result["crown_layers"]
+    assert crowns["features"] > 10, result["detection_status"]
+    for name in ("1-packages-missing", "3-installed", "4-detected-after-install"):
+        assert (out / f"{name}.png").exists(), name
+
+    again = run_desktop(REPO / "tests" / "gui" / "drive_second_start.py", out, osbs_plot.image, with_venv=False)
+    assert again["python_errors"] == [] and "error" not in again, again.get("error")
+    assert "treecrowns:detect" in again["algorithms"] and not again["install_dock"] and again["detection_dock_visible"]
