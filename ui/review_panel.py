@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from qgis.core import Qgis, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer
+from qgis.core import Qgis, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings, QgsVectorLayer
 from qgis.gui import QgsMapLayerComboBox, QgsMapTool
-from qgis.PyQt.QtCore import QEvent, Qt
+from qgis.PyQt.QtCore import QEvent, Qt, QTimer
 from qgis.PyQt.QtGui import QKeySequence
 from qgis.PyQt.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -19,6 +20,7 @@ from qgis.PyQt.QtWidgets import (
     QPushButton,
     QShortcut,
     QSlider,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -32,6 +34,9 @@ from .map_tools import RectangleTool
 
 CONFIRM_SHORTCUT = "C"
 NEXT_SHORTCUT = "N"
+# QGIS keeps unsaved edits in memory only: a crash loses them. The review layer is saved this often.
+AUTOSAVE_SETTING = "treecrowns/autosave_minutes"
+DEFAULT_AUTOSAVE_MINUTES = 5
 
 
 class ReviewPanel(QWidget):
@@ -66,6 +71,18 @@ class ReviewPanel(QWidget):
         self.view_button = QPushButton("Mark view reviewed")
         self.view_button.setToolTip("Every crown in the current map view is now correct")
         self.save_button = QPushButton("Save edits")
+        self.autosave_check = QCheckBox("Save every")
+        self.autosave_check.setToolTip(
+            "QGIS keeps edits in memory until they are saved, and a crash loses them. Saving also clears undo."
+        )
+        self.autosave_minutes = QSpinBox()
+        self.autosave_minutes.setRange(1, 120)
+        self.autosave_minutes.setSuffix(" min")
+        minutes = QgsSettings().value(AUTOSAVE_SETTING, DEFAULT_AUTOSAVE_MINUTES, type=int)
+        self.autosave_check.setChecked(minutes > 0)
+        self.autosave_minutes.setValue(minutes if minutes > 0 else DEFAULT_AUTOSAVE_MINUTES)
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.timeout.connect(self.autosave)
         self.import_button = QPushButton("Import annotations…")
         self.export_button = QPushButton("Export training set…")
         self.export_button.setToolTip("Image chips with DeepForest CSV and COCO JSON, for other tools")
@@ -89,7 +106,11 @@ class ReviewPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(grid)
-        layout.addWidget(self.save_button)
+        save_row = QHBoxLayout()
+        save_row.addWidget(self.save_button, 1)
+        save_row.addWidget(self.autosave_check)
+        save_row.addWidget(self.autosave_minutes)
+        layout.addLayout(save_row)
         data_row = QHBoxLayout()
         for button in (self.import_button, self.export_button, self.evaluate_button):
             data_row.addWidget(button)
@@ -108,6 +129,9 @@ class ReviewPanel(QWidget):
         self.next_button.clicked.connect(self.next_unreviewed)
         self.view_button.clicked.connect(lambda: self.mark_area(self.canvas.extent()))
         self.save_button.clicked.connect(self.save)
+        self.autosave_check.toggled.connect(self._autosave_changed)
+        self.autosave_minutes.valueChanged.connect(self._autosave_changed)
+        self._autosave_changed()
         self.import_button.clicked.connect(self.open_import)
         self.export_button.clicked.connect(self.export_training_set)
         self.evaluate_button.clicked.connect(self.open_evaluation)
@@ -136,7 +160,8 @@ class ReviewPanel(QWidget):
         return super().eventFilter(watched, event)
 
     def shutdown(self) -> None:
-        """Undo what the panel did to QGIS: map tools, the key filter, status tracking."""
+        """Undo what the panel did to QGIS: map tools, the key filter, status tracking, the autosave timer."""
+        self.autosave_timer.stop()
         self.canvas.removeEventFilter(self)
         for tool in (self.crown_tool, self.area_tool):
             if self.canvas.mapTool() is tool:
@@ -250,6 +275,20 @@ class ReviewPanel(QWidget):
         review.mark_reviewed(self.areas, rect, time.strftime("%Y-%m-%dT%H:%M:%S"))
         self.areas.triggerRepaint()
         self._update_summary()
+
+    def _autosave_changed(self, *_args) -> None:
+        on = self.autosave_check.isChecked()
+        self.autosave_minutes.setEnabled(on)
+        QgsSettings().setValue(AUTOSAVE_SETTING, self.autosave_minutes.value() if on else 0)
+        if on:
+            self.autosave_timer.start(self.autosave_minutes.value() * 60_000)
+        else:
+            self.autosave_timer.stop()
+
+    def autosave(self) -> None:
+        """Save the crown layer and its reviewed areas when they hold unsaved edits (they stay in edit mode)."""
+        if any(layer is not None and layer.isEditable() and layer.isModified() for layer in (self.layer(), self.areas)):
+            self.save()
 
     def save(self) -> None:
         for layer in (self.layer(), self.areas):

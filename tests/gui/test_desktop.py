@@ -129,3 +129,19 @@ def test_packages_are_installed_from_the_dock_and_detection_runs_in_the_same_ses
     again = run_desktop(REPO / "tests" / "gui" / "drive_second_start.py", out, osbs_plot.image, with_venv=False)
     assert again["python_errors"] == [] and "error" not in again, again.get("error")
     assert "treecrowns:detect" in again["algorithms"] and not again["install_dock"] and again["detection_dock_visible"]
+
+
+def test_a_crash_keeps_the_review_edits_saved_by_autosave(osbs_plot, tmp_path):
+    """QGIS keeps edits in memory until they are saved: after a crash the user gets back what the
+    last autosave wrote (on by default, every 5 minutes), and loses the edits made since."""
+    out = Path(os.environ.get("TREECROWNS_SCREENSHOTS", tmp_path)) / "crash"
+    result = run_desktop(REPO / "tests" / "gui" / "drive_crash.py", out, osbs_plot.image)
+    assert "error" not in result, result.get("error")
+    assert result["python_errors"] == []
+    assert result["autosave_on_by_default"] and result["autosave_minutes"] == 5
+    assert result["crowns_at_start"] == 61 and result["crowns_after_first_edits"] == 58
+    assert not result["modified_after_autosave"] and result["still_editing_after_autosave"]
+    assert result["crowns_in_qgis_at_crash"] == 56
+    listed = subprocess.run(["ogrinfo", "-so", "-al", str(out / "crowns.gpkg")], capture_output=True, text=True).stdout
+    counts = [int(line.split(":")[1]) for line in listed.splitlines() if line.startswith("Feature Count")]
+    assert counts[0] == 58, "the autosaved deletions survive the crash; the two made after it are lost"
