@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qgis.core import QgsTask
+from qgis.core import QgsProject, QgsTask
 
 from ..core.checkpoint import load_checkpoint
 from ..core.errors import Cancelled, TreecrownsError
@@ -49,6 +49,8 @@ class DetectionTask(QgsTask):
         self.settings = settings
         self.on_done = on_done
         self._outcome: DetectionOutcome | None = None
+        # Crowns found for a project that was closed meanwhile belong nowhere: stop, write nothing.
+        QgsProject.instance().cleared.connect(self.cancel)
 
     def run(self) -> bool:
         progress, should_stop = from_task(self)
@@ -69,5 +71,6 @@ class DetectionTask(QgsTask):
         return False
 
     def finished(self, result: bool) -> None:
+        QgsProject.instance().cleared.disconnect(self.cancel)
         outcome = self._outcome or DetectionOutcome(None, 0, (), None, True)
         self.on_done(outcome)

@@ -70,6 +70,18 @@ def train_missing(folder: Path, folds: dict[int, list[str]], jobs: int, recipe: 
         raise SystemExit(f"training failed for fold(s) {failed}; see {folder}/fold-N.log")
 
 
+def training_record(folder: Path, fold: int) -> dict:
+    """Best epoch and minutes of a finished training; of a running or stopped one, the epochs done so far."""
+    history = history_path_beside(checkpoint_for(folder, fold))
+    if history.exists():
+        recorded = json.loads(history.read_text())
+        return {"best_epoch": recorded["best_epoch"], "minutes": recorded["minutes"], "finished": True}
+    log = (folder / f"fold-{fold}.log").read_text().splitlines()
+    epochs = [line for line in log if line.startswith("epoch ")]
+    saved = [line.split(":")[0].split()[1] for line in epochs if line.endswith("saved")]
+    return {"best_epoch": int(saved[-1]) if saved else None, "epochs_done": len(epochs), "finished": False}
+
+
 def score_fold(checkpoint: Path, plots: list[Plot], scratch: Path) -> dict:
     """Figures per site and over all the plots (key "all")."""
     model = load_checkpoint(checkpoint)
@@ -94,6 +106,8 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=FOLDER, help="where the fold checkpoints, logs and summary go")
     parser.add_argument("--recipe", default="", help='extra train_bundled_model.py options, e.g. "--epochs 20"')
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--unfinished", action="store_true",
+                        help="score the best epoch so far of trainings still running or stopped (no calibration yet)")
     args = parser.parse_args()
 
     groups = site_folds()
@@ -101,7 +115,8 @@ def main() -> None:
     folder = args.folder.resolve()
     if args.train:
         train_missing(folder, folds, args.jobs, args.recipe.split())
-    absent = [str(checkpoint_for(folder, fold)) for fold in folds if not finished(folder, fold)]
+    ready = (lambda fold: checkpoint_for(folder, fold).exists()) if args.unfinished else (lambda fold: finished(folder, fold))
+    absent = [str(checkpoint_for(folder, fold)) for fold in folds if not ready(fold)]
     if absent:
         raise SystemExit(f"missing or unfinished checkpoint(s) {absent}; run with --train")
     plots = read_all_plots()
@@ -109,10 +124,8 @@ def main() -> None:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     with tempfile.TemporaryDirectory() as scratch:
         for fold, sites in folds.items():
-            history = json.loads(history_path_beside(checkpoint_for(folder, fold)).read_text())
             table = score_fold(checkpoint_for(folder, fold), [p for p in plots if p.site in sites], Path(scratch))
-            summary[str(fold)] = {"sites": sites, "best_epoch": history["best_epoch"], "minutes": history["minutes"],
-                                  "figures": table}
+            summary[str(fold)] = {"sites": sites, **training_record(folder, fold), "figures": table}
             print(f"fold {fold}: {json.dumps(table['all'])}", flush=True)
     summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True))
     if args.json:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from qgis.core import (
@@ -12,6 +11,8 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingParameterVectorLayer,
 )
+
+from ..gis.output_checks import output_problem
 
 
 class TreecrownsAlgorithm(QgsProcessingAlgorithm):
@@ -40,34 +41,10 @@ def areas_parameter(name: str, title: str = "Fully annotated areas") -> QgsProce
 
 
 def check_output_file(path: str, context) -> None:
-    """Refuse, before any work is done, an output that cannot be written or would break an open layer.
-
-    ``path`` may be a memory or temporary destination, which needs no check.
-    """
-    if not path or path.startswith(("memory:", "TEMPORARY_OUTPUT")) or "://" in path:
-        return
-    target = Path(path.split("|")[0])
-    folder = target.parent
-    if not folder.is_dir():
-        raise QgsProcessingException(f"the output folder {folder} does not exist: create it or choose another output")
-    if not os.access(folder, os.W_OK) or _on_read_only_filesystem(folder):
-        raise QgsProcessingException(f"the output folder {folder} is read-only: choose a folder you can write to")
-    project = context.project() if context is not None else None
-    if target.exists() and project is not None:
-        for layer in project.mapLayers().values():
-            if Path(layer.source().split("|")[0]) == target:
-                raise QgsProcessingException(
-                    f"{target.name} is open as the layer '{layer.name()}': writing over it would break that layer; "
-                    "choose another file name, or remove the layer from the project first"
-                )
-
-
-def _on_read_only_filesystem(folder: Path) -> bool:
-    """Whether ``folder`` lies on a file system mounted read-only (where even root cannot write)."""
-    try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
+    """Refuse, before any work is done, an output that cannot be written or would break an open layer."""
+    problem = output_problem(path, context.project() if context is not None else None)
+    if problem:
+        raise QgsProcessingException(problem)
 
 
 def write_to_sink(sink, features, destination: str) -> None:

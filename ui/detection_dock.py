@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qgis.core import Qgis, QgsApplication, QgsMapLayerProxyModel, QgsSettings
+from qgis.core import Qgis, QgsApplication, QgsMapLayerProxyModel, QgsProject, QgsSettings
 from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox, QgsRasterBandComboBox
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -30,6 +30,7 @@ from ..core.prediction import Device, DetectionSettings
 from ..core.raster import RasterReader
 from ..gis.detection_task import DetectionOutcome, DetectionTask
 from ..gis.layers import add_to_project, open_crowns_layer, unique_path
+from ..gis.output_checks import output_problem
 from ..gis.resources import BUNDLED_MODEL
 from .review_panel import ReviewPanel
 
@@ -252,6 +253,11 @@ class DetectionDock(QgsDockWidget):
             return
         if output.suffix.lower() != ".gpkg":
             output = output.with_suffix(".gpkg")
+        problem = output_problem(str(output), QgsProject.instance())
+        if problem:
+            self.status.setText(f"Not started: {problem}.")
+            self.iface.messageBar().pushMessage("Tree crowns", problem, Qgis.Warning, 10)
+            return
         if output.exists() and not self._confirm_replace(output):
             return
         self.task = DetectionTask(raster.source(), self.selected_model(), output, self.settings(), self._finished)

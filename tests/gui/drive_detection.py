@@ -29,6 +29,18 @@ def write_nir_first_copy(source, target):
     return str(target)
 
 
+def write_nodata_copy(source, target):
+    """The sample's size and georeference, every pixel the nodata value."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(source) as src:
+        profile = {**src.profile, "nodata": 0}
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(np.zeros((3, profile["height"], profile["width"]), dtype=np.uint8))
+    return str(target)
+
+
 def start():
     iface = qgis.utils.iface
     import torch  # the real desktop must survive importing torch (see DESIGN.md on triton)
@@ -100,8 +112,8 @@ def start():
 
     def after_render():
         save("2-crowns-detected")
-        qgis.utils.unloadPlugin("treecrowns")
-        QTimer.singleShot(500, guarded(after_unload))
+        bad_input_through_the_dock(dock, raster, lambda: (qgis.utils.unloadPlugin("treecrowns"),
+                                                          QTimer.singleShot(500, guarded(after_unload))))
 
     def after_unload():
         result["dock_after_unload"] = iface.mainWindow().findChild(QDockWidget, "TreecrownsDock") is not None
@@ -111,6 +123,48 @@ def start():
         finish()
 
     QTimer.singleShot(100, guarded(wait_for_layer))
+
+
+def bad_input_through_the_dock(dock, raster, then):
+    """Bad input the way a user gives it, through the dock: each case leaves a message in the dock's status."""
+    broken_model = OUT / "broken.safetensors"
+    broken_model.write_bytes(b"\x00" * 64)
+    nodata = QgsRasterLayer(write_nodata_copy(RASTER, OUT / "nodata.tif"), "all nodata")
+    cases = [
+        ("output folder missing", lambda: dock.output_widget.setFilePath(str(OUT / "no" / "such" / "c.gpkg"))),
+        ("output open as a layer", lambda: dock.output_widget.setFilePath(result["layers"][0]["source"].split("|")[0])),
+        ("broken checkpoint", lambda: (dock.output_widget.setFilePath(str(OUT / "broken_model.gpkg")),
+                                       dock.add_model(str(broken_model)))),
+        ("raster of nodata only", lambda: (dock.model_combo.setCurrentIndex(0), QgsProject.instance().addMapLayer(nodata),
+                                           dock.raster_combo.setLayer(nodata),
+                                           dock.output_widget.setFilePath(str(OUT / "nodata_crowns.gpkg")))),
+    ]
+    result["dock_bad_input"] = {}
+
+    def next_case(index=0):
+        if index == len(cases):
+            dock.raster_combo.setLayer(raster)
+            then()
+            return
+        name, prepare = cases[index]
+        prepare()
+        dock.detect_button.click()
+        began = time.monotonic()
+
+        def wait():
+            if dock.task is not None and time.monotonic() - began < 120:
+                QTimer.singleShot(100, guarded(wait))
+                return
+            # A checkpoint that cannot be read is named as soon as it is chosen, and Detect stays off.
+            shown = dock.model_info.text() if name == "broken checkpoint" else dock.status.text()
+            result["dock_bad_input"][name] = {"message": shown, "detect_enabled": dock.detect_button.isEnabled()}
+            if index == len(cases) - 1:
+                save("3-bad-input-message")
+            next_case(index + 1)
+
+        QTimer.singleShot(100, guarded(wait))
+
+    next_case()
 
 
 QTimer.singleShot(1000, guarded(start))

@@ -70,8 +70,14 @@ def test_dock_detects_crowns_on_the_sample_in_the_real_desktop(osbs_plot, tmp_pa
     # there the event loop never went a second without running the heartbeat timer.
     assert result["detect_click_s"] < 0.5, "detection runs in a background task, not in the click"
     assert result["event_loop_ticks"] >= 1 and result["max_event_loop_gap_s"] < 1.0, result["event_loop_watched_s"]
+    bad = result["dock_bad_input"]
+    assert "does not exist: create it or choose another output" in bad["output folder missing"]["message"]
+    assert "is open as the layer 'sample orthophoto crowns'" in bad["output open as a layer"]["message"]
+    assert "not a valid checkpoint" in bad["broken checkpoint"]["message"]
+    assert not bad["broken checkpoint"]["detect_enabled"], "Detect stays off while the chosen model cannot be read"
+    assert "has no valid pixels: every pixel is nodata" in bad["raster of nodata only"]["message"]
     assert not result["dock_after_unload"] and not result["toolbar_button_after_unload"], "unload() undoes initGui()"
-    for name in ("1-dock-open", "2-crowns-detected"):
+    for name in ("1-dock-open", "2-crowns-detected", "3-bad-input-message"):
         assert (out / f"{name}.png").stat().st_size > 10_000
 
 
@@ -129,6 +135,7 @@ def test_packages_are_installed_from_the_dock_and_detection_runs_in_the_same_ses
     again = run_desktop(REPO / "tests" / "gui" / "drive_second_start.py", out, osbs_plot.image, with_venv=False)
     assert again["python_errors"] == [] and "error" not in again, again.get("error")
     assert "treecrowns:detect" in again["algorithms"] and not again["install_dock"] and again["detection_dock_visible"]
+    shutil.rmtree(out / "profiles")  # a few GB of packages; the screenshots and pip.log stay
 
 
 def test_a_crash_keeps_the_review_edits_saved_by_autosave(osbs_plot, tmp_path):

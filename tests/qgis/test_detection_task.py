@@ -13,12 +13,14 @@ from treecrowns.gis.layers import add_to_project, open_crowns_layer, unique_laye
 from treecrowns.gis.resources import BUNDLED_MODEL
 
 
-def run_task(raster, output, model=BUNDLED_MODEL, cancel=False, timeout=120):
+def run_task(raster, output, model=BUNDLED_MODEL, cancel=False, timeout=120, close_project=False):
     outcomes = []
     task = DetectionTask(str(raster), str(model), Path(output), DetectionSettings(), outcomes.append)
     QgsApplication.taskManager().addTask(task)
     if cancel:
         task.cancel()
+    if close_project:
+        QgsProject.instance().clear()
     deadline = time.monotonic() + timeout
     while not outcomes and time.monotonic() < deadline:
         QCoreApplication.processEvents()
@@ -84,3 +86,11 @@ def test_output_folder_that_does_not_exist_is_reported(osbs_plot, tmp_path):
     outcome = run_task(osbs_plot.image, tmp_path / "missing" / "crowns.gpkg")
     assert "does not exist" in outcome.error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_closing_the_project_while_detecting_stops_the_task_and_writes_nothing(osbs_plot, tmp_path):
+    QgsProject.instance().addMapLayer(QgsVectorLayer("Polygon", "some work", "memory"))
+    outcome = run_task(osbs_plot.image, tmp_path / "crowns.gpkg", close_project=True)
+    assert outcome.cancelled and list(tmp_path.iterdir()) == []
+    QgsProject.instance().clear()  # a finished task no longer listens: clearing again is harmless
+    assert run_task(osbs_plot.image, tmp_path / "again.gpkg").crown_count > 0
