@@ -16,6 +16,7 @@ returned as a mask; the detector sees them as black and reports no crown there.
 from __future__ import annotations
 
 import math
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window as RioWindow
 
 from .errors import RasterError
+from .mosaic import tiles_in, write_mosaic_vrt
 from .tiling import Window
 
 # Metres per degree, used to express a geographic CRS's pixel size in metres.
@@ -183,11 +185,19 @@ class RasterReader:
         path = str(path)
         if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
             raise RasterError(f"raster not found: {path}; check the path or choose another layer")
+        self._mosaic_folder: tempfile.TemporaryDirectory | None = None
+        opened = path
+        if Path(path).is_dir():
+            # A folder of tiles is read as one mosaic (core.mosaic), described by a VRT of our own.
+            self._mosaic_folder = tempfile.TemporaryDirectory(prefix="treecrowns-mosaic-")
+            opened = str(write_mosaic_vrt(tiles_in(path), Path(self._mosaic_folder.name) / "mosaic.vrt"))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                self._dataset = rasterio.open(path)
+                self._dataset = rasterio.open(opened)
         except (RasterioError, OSError) as exc:
+            if self._mosaic_folder is not None:
+                self._mosaic_folder.cleanup()
             raise RasterError(f"cannot read {path} as a raster ({exc}); is it a GeoTIFF or other GDAL image?") from exc
         try:
             _check_north_up(self._dataset)
@@ -209,7 +219,7 @@ class RasterReader:
                 scaling=_band_scaling(self._dataset, chosen),
             )
         except Exception:
-            self._dataset.close()
+            self.close()
             raise
 
     def __enter__(self) -> "RasterReader":
@@ -220,6 +230,9 @@ class RasterReader:
 
     def close(self) -> None:
         self._dataset.close()
+        if self._mosaic_folder is not None:
+            self._mosaic_folder.cleanup()
+            self._mosaic_folder = None
 
     def read(self, window: Window, out_width: int, out_height: int) -> tuple[np.ndarray, np.ndarray]:
         """One window, resampled to ``out_width`` x ``out_height``.

@@ -21,6 +21,7 @@ from qgis.core import (
 from ..core.checkpoint import load_checkpoint
 from ..core.errors import Cancelled, TreecrownsError
 from ..core.prediction import DetectionSettings, Device, detect, uses_views
+from ..core.mosaic import tiles_in
 from ..core.raster import RasterReader
 from ..gis.feedback import from_processing
 from ..gis.layers import crown_fields, detection_features, detections_crs
@@ -52,7 +53,8 @@ class DetectAlgorithm(TreecrownsAlgorithm):
     TITLE = "Detect tree crowns"
     HELP = (
         "Finds individual tree crowns in an RGB orthophoto with a RetinaNet detector and writes one box per "
-        "crown, with its score and label, in the raster's CRS. MODEL is a treecrowns checkpoint or a "
+        "crown, with its score and label, in the raster's CRS. INPUT may also be a VRT or a folder of tiles of one "
+        "orthophoto (same CRS and pixel grid), read as one mosaic so that crowns on tile borders come out once. MODEL is a treecrowns checkpoint or a "
         "DeepForest model; leave it empty for the bundled model. Thresholds and patch size of 0 mean "
         "'as the checkpoint says'. The raster is resampled to the model's ground resolution unless RESAMPLE is off. "
         "VIEWS: the model can also look at every patch turned four ways and fuse what it finds, "
@@ -118,19 +120,30 @@ class DetectAlgorithm(TreecrownsAlgorithm):
         return bands  # type: ignore[return-value]
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS hook
-        """A file that GDAL cannot open is named as such, not reported as "not found"."""
+        """A folder of tiles is a valid INPUT; a file that GDAL cannot open is named as such, not "not found"."""
         source = parameters.get(self.INPUT)
-        if isinstance(source, str) and Path(source).is_file():
+        if isinstance(source, str) and Path(source).exists():
             try:
                 RasterReader(source).close()
             except TreecrownsError as exc:
                 return False, str(exc)
+            if Path(source).is_dir():
+                # The other parameters are checked as they would be with one of the tiles as INPUT.
+                return super().checkParameterValues({**parameters, self.INPUT: str(tiles_in(source)[0])}, context)
         return super().checkParameterValues(parameters, context)
 
-    def processAlgorithm(self, parameters, context, feedback):
+    def _input_source(self, parameters, context) -> str:
+        """The raster's path, or a folder of tiles read as one mosaic (core.mosaic)."""
+        source = parameters.get(self.INPUT)
+        if isinstance(source, str) and Path(source).is_dir():
+            return source
         raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if raster is None:
             raise QgsProcessingException("the input raster could not be opened; check the path or layer")
+        return raster.source()
+
+    def processAlgorithm(self, parameters, context, feedback):
+        source = self._input_source(parameters, context)
         model_path = model_path_or_bundled(self.parameterAsFile(parameters, self.MODEL, context))
         settings = DetectionSettings(
             score_threshold=self.parameterAsDouble(parameters, self.SCORE_THRESHOLD, context) or None,
@@ -152,7 +165,7 @@ class DetectAlgorithm(TreecrownsAlgorithm):
                 f"{model.metadata.ground_resolution_m} m per pixel, {model.metadata.patch_size} px patches, "
                 f"{model.metadata.views_description() + ', fused,' if uses_views(model, settings) else 'one view'} per patch"
             )
-            detections = detect(raster.source(), model, settings, progress, should_stop)
+            detections = detect(source, model, settings, progress, should_stop)
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from exc
         except TreecrownsError as exc:
