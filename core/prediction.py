@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -233,7 +234,7 @@ def detect(
         if len(scales) > 1:
             # Each scale keeps its crowns down to the floor; the threshold applies to the fused scores.
             model.network.score_thresh = min(score_threshold, VIEW_SCORE_FLOOR)
-        counter = _WindowCounter(sum(len(plan.windows) for plan in plans), progress)
+        counter = _WindowCounter(sum(len(plan.windows) for plan in plans), progress, raster_hectares(info))
         try:
             found = [
                 _detect_at_scale(reader, model, settings, plan, device, nms, counter, should_stop) for plan in plans
@@ -256,15 +257,37 @@ def detect(
 
 
 class _WindowCounter:
-    """Progress over every window of every scale."""
+    """Progress over every window of every scale, told as ground covered and time left."""
 
-    def __init__(self, total: int, progress: ProgressCallback | None) -> None:
-        self.total, self.done, self.progress = total, 0, progress
+    def __init__(self, total: int, progress: ProgressCallback | None, hectares: float | None = None) -> None:
+        self.total, self.done, self.progress, self.hectares = total, 0, progress, hectares
+        self.started = time.monotonic()
 
     def add(self, count: int) -> None:
         self.done += count
-        if self.progress is not None:
-            self.progress(self.done / self.total, f"{self.done} of {self.total} windows")
+        if self.progress is None:
+            return
+        fraction = self.done / self.total
+        covered = (f"{fraction * self.hectares:.1f} of {self.hectares:.1f} ha" if self.hectares is not None
+                   else f"{self.done} of {self.total} windows")
+        left = (time.monotonic() - self.started) * (1 - fraction) / fraction
+        self.progress(fraction, f"{covered}, about {_duration(left)} left" if fraction < 1 else f"{covered}, done")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def raster_hectares(info: RasterInfo) -> float | None:
+    """The ground a raster covers, when its pixel size is known."""
+    if info.ground_resolution_m is None:
+        return None
+    res_x, res_y = info.ground_resolution_m
+    return info.width * res_x * info.height * res_y / 10_000
 
 
 def _detect_at_scale(

@@ -12,9 +12,15 @@ def from_processing(feedback: QgsProcessingFeedback | None) -> tuple[ProgressCal
     if feedback is None:
         return (lambda fraction, message: None), (lambda: False)
 
+    logged = [-1]
+
     def progress(fraction: float, message: str) -> None:
         feedback.setProgress(100.0 * fraction)
-        feedback.setProgressText(message)
+        # The log gets a line every tenth of the run, not every batch (thousands on a large orthophoto).
+        tenth = int(fraction * 10)
+        if tenth > logged[0]:
+            logged[0] = tenth
+            feedback.pushInfo(message)
 
     return progress, feedback.isCanceled
 

@@ -65,9 +65,11 @@ def test_no_crowns_are_reported_in_nodata(tmp_path):
 def test_progress_is_reported_and_cancel_stops_before_the_next_batch(crowns_raster):
     path, _ = crowns_raster
     model = oracle_model(patch_size=60)
-    fractions = []
-    detect(path, model, DetectionSettings(batch_size=2), progress=lambda f, m: fractions.append(f))
+    fractions, messages = [], []
+    detect(path, model, DetectionSettings(batch_size=2), progress=lambda f, m: (fractions.append(f), messages.append(m)))
     assert fractions[-1] == 1.0 and fractions == sorted(fractions) and len(fractions) > 3
+    # 300 x 240 px at 10 cm: 0.072 ha, told as ground covered and time left.
+    assert messages[0].startswith(f"{fractions[0] * 0.072:.1f} of 0.1 ha, about ") and messages[-1] == "0.1 of 0.1 ha, done"
     calls_before = model.network.calls
     with pytest.raises(Cancelled):
         detect(path, model, DetectionSettings(batch_size=2), should_stop=lambda: model.network.calls > calls_before)

@@ -108,3 +108,19 @@ def test_band_choice_reaches_the_engine(osbs_plot, tmp_path):
         processing.run("treecrowns:detect", {"INPUT": raster, "BANDS": "1,2,7", "OUTPUT": str(tmp_path / "c.gpkg")})
     with pytest.raises(QgsProcessingException, match="three band numbers"):
         processing.run("treecrowns:detect", {"INPUT": raster, "BANDS": "red", "OUTPUT": str(tmp_path / "d.gpkg")})
+
+
+def test_the_log_gets_a_line_every_tenth_of_the_run_not_every_batch(tmp_path):
+    from qgis.core import QgsProcessingFeedback
+
+    lines = []
+
+    class Recording(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802 - QGIS API
+            lines.append(info)
+
+    raster = write_raster(tmp_path / "wide.tif", 3000, 600)  # 90 windows at one view, batches of 1
+    processing.run("treecrowns:detect", {"INPUT": str(raster), "OUTPUT": str(tmp_path / "c.gpkg"), "VIEWS": 1,
+                                         "BATCH_SIZE": 1}, feedback=Recording())
+    progress = [line for line in lines if " ha, " in line]
+    assert 5 <= len(progress) <= 11 and progress[-1] == "1.8 of 1.8 ha, done", progress
