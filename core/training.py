@@ -1,15 +1,10 @@
 """Training a detector on annotated rasters, with per-epoch validation and safe checkpoints.
 
-Images are read once at the model's ground resolution (only the annotated
-regions), then every step draws random patches from them: a random crop with
-scale jitter (of one region, or of a mosaic of four), flips and transposes, and
-colour jitter. After every epoch the
-model is scored on the held-out images (whole images, never random boxes) with
-DeepForest's protocol; the best epoch is written to the output checkpoint
-atomically, together with the score threshold that gave its best F1.
+The training loop: patches come from core.patches, scoring from core.validation, settings from
+core.training_settings. After every epoch the model is scored on the held-out images; the best
+epoch is written to the output checkpoint atomically, together with the score threshold that
+gave its best F1, and the whole training state is saved so that a stopped run goes on.
 """
-
-from __future__ import annotations
 
 import hashlib
 import math
@@ -21,24 +16,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from shapely.geometry import box as rectangle
 
-from .annotations import ImageAnnotations, annotated_areas, crowns_centred_in, crowns_in_areas, outline_of
-from .areas import area_mask
-from .boxes import crop_boxes, merge_window_detections
-from .contrast import Contrast, equalise_luminance, normalise_contrast
-from .checkpoint import LoadedModel, ModelMetadata, save_checkpoint, way_of_detecting
+from .annotations import ImageAnnotations, annotated_areas, crowns_in_areas
+from .checkpoint import LoadedModel, ModelMetadata, save_checkpoint
 from .errors import AnnotationError, Cancelled, CheckpointError, TreecrownsError
-from .evaluation import DEFAULT_IOU_THRESHOLD, evaluate
+from .patches import Sample, load_samples, patch_source, random_patch
 from .prediction import (
-    DetectionSettings, Device, ProgressCallback, StopCheck, fit_input_size, predict_images, resolve_device, scales_of_run,
+    ProgressCallback,
+    StopCheck,
+    fit_input_size,
+    resolve_device,
 )
 from .raster import RasterReader
 from .style_mixing import attach_style_mixing
-from .tiling import window_grid
+from .training_settings import TrainingSettings
 from .training_state import load_training_state, remove_training_state, save_training_state
-from .views import fuse_scales
+from .validation import thresholds_only, validate
 
 # An epoch is at least this many steps, so that a few corrected plots still train the model.
 _MIN_STEPS_PER_EPOCH = 20
@@ -46,105 +40,6 @@ _MIN_STEPS_PER_EPOCH = 20
 _MIN_VALIDATION_CROWNS = 30
 # Below this many crowns, fine-tuning often made the model worse on the site's other plots.
 _FEW_CROWNS = 15
-CALIBRATION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
-# Calibration keeps four fused views unless one view's F1 on the held-out plots is higher by more
-# than this. On a dozen plots the two ways' F1 differ by a few hundredths from noise alone,
-# and four views carried better to sites the model had never seen: over fourteen leave-one-out
-# checkpoints they were up to 0.08 better there and at most 0.022 worse, while the calibrated
-# choice picked one view four times on held-out margins of 0.011 to 0.023 (model card).
-ONE_VIEW_MARGIN = 0.03
-_VALIDATION_NMS = 0.3
-
-
-# Box regression losses torchvision's RetinaNet head computes (TrainingSettings.box_loss).
-BOX_LOSSES = ("l1", "giou")
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """How to train. The defaults suit fine-tuning a trained model on a few hundred corrected crowns."""
-
-    epochs: int = 10
-    batch_size: int = 8
-    # 0.002: on a new site it keeps most of 0.005's gain from one corrected plot (+0.122 against
-    # +0.131), and on a site the model knows it does half the harm (model card, retraining).
-    learning_rate: float = 0.002
-    weight_decay: float = 1e-4
-    steps_per_epoch: int | None = None
-    validation_share: float = 0.2
-    warmup_steps: int = 50
-    scale_jitter: tuple[float, float] = (0.8, 1.25)
-    # Multiplies the colour jitter's ranges (brightness and contrast +-25 %, saturation +-30 %,
-    # per-channel gain +-10 % at 1.0): sites and flights differ in colour.
-    colour_jitter: float = 1.0
-    # Share of training patches whose luminance histogram is equalised (core.contrast) before the
-    # colour jitter, so that the network sees raw and contrast-equalised imagery alike. Unlike a
-    # checkpoint's contrast normalisation, nothing is done to the pixels at detection. 0: off.
-    equalise_share: float = 0.0
-    # Share of training patches read at the model's own resolution, not resized. Every other
-    # patch is resized to a random zoom, which softens it, while detection at 1 x reads
-    # pixels that were never resized.
-    native_share: float = 0.0
-    # Share of training patches cut from a mosaic of four random training regions (2 x 2 patches)
-    # instead of from one region: a zoom above 1 (crowns smaller than in the imagery) then shows
-    # more trees instead of a black border, and one patch mixes plots and sites.
-    mosaic_share: float = 0.0
-    augment: bool = True
-    # Fine-tuning on one site: keep the trunk and its BatchNorm statistics as learnt on many
-    # sites, and train only the FPN and heads. One corrected plot is too little to retrain
-    # the trunk; doing so lost F1 on the site's other plots (model/retraining_experiment.py).
-    # Training from scratch needs freeze_batchnorm=False and trunk_learning_rate_factor=1.
-    freeze_batchnorm: bool = True
-    trunk_learning_rate_factor: float = 0.0
-    # Above 0: validate and save a running average of the weights and BatchNorm statistics
-    # (exponential, this decay per step) instead of the latest weights. An average over many
-    # steps sits in a flatter place than any one step, which tends to carry better to new data.
-    weight_average_decay: float = 0.0
-    # Share of training steps on which the trunk's early feature statistics are mixed between
-    # patches (core.style_mixing), so that the detector cannot lean on a site's colours and
-    # textures. 0: off.
-    style_mixing: float = 0.0
-    # How box regression is scored: "l1" on the offsets from the anchor (torchvision's RetinaNet
-    # default), or "giou", one minus the generalised IoU of the decoded box with the crown, which
-    # scores the overlap that matching at IoU 0.4 asks for.
-    box_loss: str = "l1"
-    seed: int = 0
-    device: Device = Device.AUTO
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            problems.append(f"batch size must be at least 1, got {self.batch_size}")
-        if not self.learning_rate > 0:
-            problems.append(f"learning rate must be above 0, got {self.learning_rate}")
-        if not 0 <= self.validation_share < 1:
-            problems.append(f"validation share must be a fraction from 0 to below 1, got {self.validation_share}")
-        low, high = self.scale_jitter
-        if not 0 < low <= high:
-            problems.append(f"scale jitter must be two zooms 0 < low <= high, got {self.scale_jitter}")
-        if not 0 <= self.colour_jitter <= 3:
-            problems.append(f"colour jitter must be a strength from 0 to 3 (1 is the default), got {self.colour_jitter}")
-        if not 0 <= self.equalise_share <= 1:
-            problems.append(f"equalise share must be a fraction from 0 to 1, got {self.equalise_share}")
-        if not 0 <= self.native_share <= 1:
-            problems.append(f"native share must be a fraction from 0 to 1, got {self.native_share}")
-        if not 0 <= self.mosaic_share <= 1:
-            problems.append(f"mosaic share must be a fraction from 0 to 1, got {self.mosaic_share}")
-        if not 0 <= self.weight_average_decay < 1:
-            problems.append(f"weight average decay must be from 0 (off) to below 1, got {self.weight_average_decay}")
-        if not 0 <= self.style_mixing <= 1:
-            problems.append(f"style mixing must be a share of steps from 0 (off) to 1, got {self.style_mixing}")
-        if self.box_loss not in BOX_LOSSES:
-            problems.append(f"box loss must be one of {', '.join(BOX_LOSSES)}, got {self.box_loss!r}")
-        if problems:
-            raise TreecrownsError("; ".join(problems))
-
-
-def whole_network(settings: TrainingSettings) -> TrainingSettings:
-    """``settings`` training every layer and BatchNorm statistic: from scratch, or with thousands of crowns."""
-    return replace(settings, freeze_batchnorm=False, trunk_learning_rate_factor=1.0)
 
 
 @dataclass(frozen=True)
@@ -171,254 +66,6 @@ class TrainingResult:
     cancelled: bool = False
     metrics: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
-
-
-@dataclass
-class _Sample:
-    """One annotated region at model resolution."""
-
-    name: str
-    image: torch.Tensor  # (3, H, W) float32, 0-255
-    boxes: torch.Tensor  # (N, 4) model pixels
-    labels: torch.Tensor  # (N,) class index
-
-
-def load_samples(items: Sequence[ImageAnnotations], labels: Sequence[str], ground_resolution_m: float) -> list[_Sample]:
-    """Read the annotated regions of each raster at the model's resolution.
-
-    Raises:
-        AnnotationError: If an annotation's label is not one of ``labels``.
-    """
-    index = {name: i for i, name in enumerate(labels)}
-    samples = []
-    for item in items:
-        unknown = sorted(set(item.labels) - set(index))
-        if unknown:
-            raise AnnotationError(f"{item.image_path}: label(s) {unknown} are not among the model's labels {list(labels)}")
-        with RasterReader(item.image_path) as reader:
-            info = reader.info
-            res = info.ground_resolution_m or (item.pixel_size_m or ground_resolution_m,) * 2
-            sx, sy = res[0] / ground_resolution_m, res[1] / ground_resolution_m
-            for window, area in annotated_areas(item, info.width, info.height):
-                out_w, out_h = max(1, round(window.width * sx)), max(1, round(window.height * sy))
-                image, _valid = reader.read(window, out_w, out_h)
-                crowns, outline = item, outline_of(area)
-                if outline is not None:
-                    # Only the polygon is known: the rest of its bounding box is blacked out, like nodata.
-                    crowns = crowns_centred_in(item, outline)
-                    image = image * area_mask(outline, window, out_w, out_h)[None]
-                boxes = crowns.boxes.copy()
-                boxes[:, [0, 2]] = (boxes[:, [0, 2]] - window.col_off) * (out_w / window.width)
-                boxes[:, [1, 3]] = (boxes[:, [1, 3]] - window.row_off) * (out_h / window.height)
-                keep_boxes, keep = crop_boxes(boxes, 0, 0, out_w, out_h)
-                samples.append(
-                    _Sample(
-                        name=f"{Path(item.image_path).name}@{window.col_off},{window.row_off}",
-                        image=torch.from_numpy(image),
-                        boxes=torch.as_tensor(keep_boxes, dtype=torch.float32).reshape(-1, 4),
-                        labels=torch.as_tensor([index[crowns.labels[i]] for i in np.flatnonzero(keep)], dtype=torch.int64),
-                    )
-                )
-    return samples
-
-
-def _patch_source(
-    samples: Sequence[_Sample], index: int, weights: Sequence[float], patch: int, settings: TrainingSettings, rng: random.Random
-) -> _Sample:
-    """The region a training patch is cut from: ``samples[index]``, or now and then a mosaic of four."""
-    # Without a mosaic share no extra number is drawn, so earlier recipes keep their random draws.
-    if settings.augment and settings.mosaic_share and rng.random() < settings.mosaic_share:
-        return mosaic_of_samples([samples[i] for i in rng.choices(range(len(samples)), weights, k=4)], patch, rng)
-    return samples[index]
-
-
-def mosaic_of_samples(samples: Sequence[_Sample], patch: int, rng: random.Random) -> _Sample:
-    """Four regions side by side in a 2 x 2 grid of patch-sized cells, each cut to at most one cell."""
-    if len(samples) != 4:
-        raise ValueError(f"a mosaic needs four regions, got {len(samples)}")
-    image = torch.zeros((3, 2 * patch, 2 * patch))
-    boxes, labels = [], []
-    for cell, sample in enumerate(samples):
-        left, top = (cell % 2) * patch, (cell // 2) * patch
-        region, kept, kept_labels = _random_cut(sample, patch, rng)
-        image[:, top : top + patch, left : left + patch] = region
-        boxes.append(torch.as_tensor(kept, dtype=torch.float32).reshape(-1, 4) + torch.tensor([left, top, left, top]))
-        labels.append(kept_labels)
-    names = "+".join(sample.name for sample in samples)
-    return _Sample(name=f"mosaic of {names}", image=image, boxes=torch.cat(boxes), labels=torch.cat(labels))
-
-
-def _random_cut(sample: _Sample, size: int, rng: random.Random) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
-    """A random size x size cut of the region (0-255, black where the region is smaller) and the crowns kept in it."""
-    _, height, width = sample.image.shape
-    x0 = rng.randint(0, max(0, width - size))
-    y0 = rng.randint(0, max(0, height - size))
-    x1, y1 = min(width, x0 + size), min(height, y0 + size)
-    region = torch.zeros((3, size, size))
-    region[:, : y1 - y0, : x1 - x0] = sample.image[:, y0:y1, x0:x1]
-    boxes, keep = crop_boxes(sample.boxes.numpy(), x0, y0, x1, y1)
-    labels = sample.labels[torch.as_tensor(keep, dtype=torch.bool)] if len(keep) else sample.labels[:0]
-    return region, boxes, labels
-
-
-def _random_patch(
-    sample: _Sample, patch: int, settings: TrainingSettings, rng: random.Random, contrast: str = Contrast.NONE.value
-) -> tuple[torch.Tensor, dict]:
-    """A patch x patch training image (0-1) and its target, with augmentation.
-
-    ``contrast`` is the model's own normalisation (core.contrast), applied to every patch as
-    detection applies it to every window; ``settings.equalise_share`` equalises some patches
-    as augmentation only.
-    """
-    scale = _patch_zoom(settings, rng)
-    crop = max(8, round(patch * scale))
-    region, boxes, labels = _random_cut(sample, crop, rng)
-    if crop != patch:
-        region = F.interpolate(region[None], size=(patch, patch), mode="bilinear", align_corners=False)[0]
-    # Without an equalise share no extra number is drawn, so earlier recipes keep their random draws.
-    if settings.augment and settings.equalise_share and rng.random() < settings.equalise_share:
-        region = torch.from_numpy(equalise_luminance(region.numpy()))
-    if contrast != Contrast.NONE.value:
-        region = torch.from_numpy(normalise_contrast(region.numpy(), contrast))
-    image = region / 255.0
-    boxes_t = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) * (patch / crop)
-    if settings.augment:
-        image, boxes_t = _flip_and_transpose(image, boxes_t, patch, rng)
-        image = _colour_jitter(image, rng, settings.colour_jitter)
-    return image, {"boxes": boxes_t, "labels": labels}
-
-
-def _patch_zoom(settings: TrainingSettings, rng: random.Random) -> float:
-    """How many image pixels one patch pixel covers: 1 when unaugmented or drawn as native."""
-    if not settings.augment:
-        return 1.0
-    # Without a native share no extra number is drawn, so earlier recipes keep their random draws.
-    if settings.native_share and rng.random() < settings.native_share:
-        return 1.0
-    return rng.uniform(*settings.scale_jitter)
-
-
-def _flip_and_transpose(image: torch.Tensor, boxes: torch.Tensor, size: int, rng: random.Random):
-    if rng.random() < 0.5:
-        image = image.flip(-1)
-        boxes = torch.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], dim=1)
-    if rng.random() < 0.5:
-        image = image.flip(-2)
-        boxes = torch.stack([boxes[:, 0], size - boxes[:, 3], boxes[:, 2], size - boxes[:, 1]], dim=1)
-    if rng.random() < 0.5:
-        image = image.transpose(-1, -2)
-        boxes = boxes[:, [1, 0, 3, 2]]
-    return image.contiguous(), boxes
-
-
-def _colour_jitter(image: torch.Tensor, rng: random.Random, strength: float = 1.0) -> torch.Tensor:
-    """Brightness, contrast, saturation and per-channel gain: sites and flights differ in colour."""
-    brightness = rng.uniform(1 - 0.25 * strength, 1 + 0.25 * strength)
-    contrast = rng.uniform(1 - 0.25 * strength, 1 + 0.25 * strength)
-    saturation = rng.uniform(1 - 0.3 * strength, 1 + 0.3 * strength)
-    gains = torch.tensor([rng.uniform(1 - 0.1 * strength, 1 + 0.1 * strength) for _ in range(3)])[:, None, None]
-    grey = image.mean(dim=0, keepdim=True)
-    image = grey + (image - grey) * saturation
-    image = (image - image.mean()) * contrast + image.mean()
-    return (image * brightness * gains).clamp(0.0, 1.0)
-
-
-def predict_sample(model: LoadedModel, image: np.ndarray, device: torch.device, overlap: float = 0.15) -> dict[str, np.ndarray]:
-    """Detections on an in-memory image at model resolution, tiled like a raster.
-
-    With views, the image is also seen at each of the checkpoint's view scales and the
-    scales are fused, as ``core.prediction.detect`` does on a raster.
-    """
-    scales = scales_of_run(model, DetectionSettings())
-    found = [_predict_at_scale(model, image, device, overlap, scale) for scale in scales]
-    boxes, scores, labels = fuse_scales(found, model.network.score_thresh)
-    return {"boxes": boxes, "scores": scores, "labels": labels}
-
-
-def _predict_at_scale(
-    model: LoadedModel, image: np.ndarray, device: torch.device, overlap: float, scale: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(boxes, scores, labels) on ``image`` read ``scale`` times coarser, boxes in the image's own pixels."""
-    _, full_height, full_width = image.shape
-    if scale != 1.0:
-        size = (max(1, round(full_height / scale)), max(1, round(full_width / scale)))
-        resized = F.interpolate(torch.from_numpy(np.ascontiguousarray(image))[None].float(), size=size, mode="bilinear",
-                                antialias=True, align_corners=False)
-        image = resized[0].numpy()
-    patch = model.metadata.patch_size
-    _, height, width = image.shape
-    windows = window_grid(width, height, patch, overlap)
-    crops = []
-    for w in windows:
-        padded = np.zeros((3, patch, patch), dtype=np.float32)
-        padded[:, : w.height, : w.width] = image[:, w.row_off : w.row_end, w.col_off : w.col_end]
-        crops.append(padded)
-    outputs = predict_images(model, crops, device, model.metadata.test_time_augmentation)
-    boxes = np.concatenate([o["boxes"] + [w.col_off, w.row_off, w.col_off, w.row_off] for o, w in zip(outputs, windows)])
-    scores = np.concatenate([o["scores"] for o in outputs])
-    labels = np.concatenate([o["labels"] for o in outputs])
-    keep = merge_window_detections(boxes, scores, labels, np.zeros(len(boxes), dtype=bool), _VALIDATION_NMS)
-    back = np.array([full_width / width, full_height / height, full_width / width, full_height / height])
-    return boxes[keep].reshape(-1, 4) * back, scores[keep], labels[keep]
-
-
-def validate(
-    model: LoadedModel, samples: Sequence[_Sample], device: torch.device, fixed_threshold: float | None = None
-) -> tuple[dict, float]:
-    """Best F1 over a range of score thresholds and that threshold, or F1 at ``fixed_threshold``."""
-    model.network.eval()
-    model.network.score_thresh = min(CALIBRATION_THRESHOLDS)
-    model.network.nms_thresh = _VALIDATION_NMS
-    predictions = [predict_sample(model, s.image.numpy(), device) for s in samples]
-    references = {s.name: s.boxes.numpy() for s in samples}
-    best, best_threshold = None, CALIBRATION_THRESHOLDS[0]
-    for threshold in (CALIBRATION_THRESHOLDS if fixed_threshold is None else (fixed_threshold,)):
-        kept = {s.name: p["boxes"][p["scores"] >= threshold] for s, p in zip(samples, predictions)}
-        result = evaluate(kept, references, DEFAULT_IOU_THRESHOLD).as_dict()
-        if best is None or result["f1"] > best["f1"]:
-            best, best_threshold = result, threshold
-    return best, best_threshold
-
-
-def calibrate_inference(
-    model: LoadedModel, items: Sequence[ImageAnnotations], device: Device = Device.AUTO
-) -> tuple[LoadedModel, dict[str, dict]]:
-    """``model`` with the score threshold and test-time augmentation choice that score best on ``items``.
-
-    Both ways of detecting (one view, four fused turned views) are scored on the held-out
-    ``items`` over the same range of thresholds, as training chooses its threshold; four views
-    are kept unless one view is clearly better (``preferred_way``).
-
-    Returns:
-        The model with updated metadata, and the best figures of each way
-        ("one view", "four views"), each with its "score_threshold".
-    """
-    torch_device, _note = resolve_device(device)
-    model.network.to(torch_device)
-    fit_input_size(model, model.metadata.patch_size)
-    samples = load_samples(items, model.metadata.labels, model.metadata.ground_resolution_m)
-    original = model.metadata
-    figures: dict[str, dict] = {}
-    candidates: dict[str, ModelMetadata] = {}
-    for augment in (False, True):
-        model.metadata = replace(original, test_time_augmentation=augment)
-        metrics, threshold = validate(model, samples, torch_device)
-        figures[way_of_detecting(augment)] = {**metrics, "score_threshold": threshold}
-        candidates[way_of_detecting(augment)] = replace(model.metadata, score_threshold=threshold)
-    winner = preferred_way(figures)
-    model.metadata = replace(candidates[winner], metrics={**original.metrics, "calibration": figures})
-    return model, figures
-
-
-def preferred_way(figures: dict[str, dict]) -> str:
-    """The way of detecting calibration keeps: four views, unless one view is clearly better (``ONE_VIEW_MARGIN``)."""
-    four, one = way_of_detecting(True), way_of_detecting(False)
-    return one if figures[one]["f1"] > figures[four]["f1"] + ONE_VIEW_MARGIN else four
-
-
-def _thresholds_only(calibration: dict) -> dict:
-    """Each way of detecting's score threshold from a calibration record, without its figures."""
-    return {way: {"score_threshold": row["score_threshold"]} for way, row in calibration.items() if "score_threshold" in row}
 
 
 def split_validation(items: Sequence[ImageAnnotations], share: float, seed: int) -> tuple[list, list]:
@@ -507,7 +154,7 @@ def check_labels(model: LoadedModel, items: Sequence[ImageAnnotations]) -> None:
 
 
 def _training_fingerprint(
-    model: LoadedModel, settings: TrainingSettings, train_samples: Sequence[_Sample], val_samples: Sequence[_Sample], steps: int
+    model: LoadedModel, settings: TrainingSettings, train_samples: Sequence[Sample], val_samples: Sequence[Sample], steps: int
 ) -> dict:
     """What makes two trainings the same one: settings, images, model and its starting weights.
 
@@ -536,13 +183,13 @@ def _training_and_validation_samples(
     train_items: Sequence[ImageAnnotations],
     validation_items: Sequence[ImageAnnotations] | None,
     settings: TrainingSettings,
-) -> tuple[list[_Sample], list[_Sample], list[str]]:
+) -> tuple[list[Sample], list[Sample], list[str]]:
     """The samples to train and to validate on, and a note when the held-out share was too small to keep.
 
     Without ``validation_items``, ``settings.validation_share`` of the rasters is held out;
     a handful of held-out crowns measure nothing, so then they are trained on instead.
     """
-    def samples(items: Sequence[ImageAnnotations]) -> list[_Sample]:
+    def samples(items: Sequence[ImageAnnotations]) -> list[Sample]:
         return load_samples(items, meta.labels, meta.ground_resolution_m) if items else []
 
     if validation_items is not None:
@@ -651,7 +298,7 @@ def train(
     fixed = None if calibrate else meta.score_threshold
     # Without calibration the base model's threshold for each way of detecting (one view, views)
     # is kept, not its figures: they describe the base model.
-    inherited = {} if calibrate else _thresholds_only(meta.metrics.get("calibration", {}))
+    inherited = {} if calibrate else thresholds_only(meta.metrics.get("calibration", {}))
     best_f1, best_epoch, saved_any = -1.0, 0, False
     best_metrics: dict = {}
     step = 0
@@ -697,7 +344,7 @@ def train(
                     )
                 chosen = rng.choices(range(len(train_samples)), weights, k=settings.batch_size)
                 batch = [
-                    _random_patch(_patch_source(train_samples, i, weights, patch, settings, rng), patch, settings, rng,
+                    random_patch(patch_source(train_samples, i, weights, patch, settings, rng), patch, settings, rng,
                                   model.metadata.contrast)
                     for i in chosen
                 ]

@@ -12,7 +12,8 @@ from qgis.PyQt.QtCore import pyqtSignal
 from ..core.annotations import ImageAnnotations
 from ..core.checkpoint import extend_labels, load_checkpoint, with_provenance
 from ..core.errors import Cancelled, TreecrownsError
-from ..core.training import EpochReport, TrainingResult, TrainingSettings, train
+from ..core.training import EpochReport, TrainingResult, train
+from ..core.training_settings import TrainingSettings
 from .feedback import from_task
 
 

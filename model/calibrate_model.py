@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "model"))
 from evaluate_model import DEFAULT_DATA, plots_by_name  # noqa: E402
 from treecrowns.core.checkpoint import check_view_scales, load_checkpoint, save_checkpoint, way_of_detecting  # noqa: E402
 from treecrowns.core.errors import CheckpointError  # noqa: E402
-from treecrowns.core.training import calibrate_inference  # noqa: E402
+from treecrowns.core.validation import calibrate_inference  # noqa: E402
 from treecrowns.core.training_state import history_path_beside  # noqa: E402
 
 

@@ -37,7 +37,7 @@ from leave_one_site_out import checkpoint_for, finished  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
 from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
-from treecrowns.core.training import CALIBRATION_THRESHOLDS  # noqa: E402
+from treecrowns.core.validation import CALIBRATION_THRESHOLDS  # noqa: E402
 from treecrowns.core.views import VIEW_SCORE_FLOOR, fuse_scales  # noqa: E402
 
 Found = dict[str, tuple[np.ndarray, np.ndarray]]  # plot name -> (pixel boxes, scores)

@@ -48,7 +48,8 @@ from treecrowns.core.checkpoint import LoadedModel, load_checkpoint, with_proven
 from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
 from treecrowns.core.raster import RasterReader  # noqa: E402
-from treecrowns.core.training import TrainingSettings, train  # noqa: E402
+from treecrowns.core.training import train  # noqa: E402
+from treecrowns.core.training_settings import TrainingSettings  # noqa: E402
 
 DEFAULT_MODEL = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
 SWEEP = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)

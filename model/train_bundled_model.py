@@ -74,7 +74,9 @@ from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model
 from treecrowns.core.contrast import Contrast  # noqa: E402
 from treecrowns.core.errors import TreecrownsError  # noqa: E402
 from treecrowns.core.model import lite_architecture  # noqa: E402
-from treecrowns.core.training import BOX_LOSSES, TrainingSettings, calibrate_inference, train, whole_network  # noqa: E402
+from treecrowns.core.training import train  # noqa: E402
+from treecrowns.core.training_settings import BOX_LOSSES, TrainingSettings, whole_network  # noqa: E402
+from treecrowns.core.validation import calibrate_inference  # noqa: E402
 from treecrowns.core.training_state import history_path_beside, state_path_beside  # noqa: E402
 from calibrate_model import view_scales_option  # noqa: E402
 from plots import SHARED_DATA, Plot, held_out_every, read_plots  # noqa: E402

@@ -224,7 +224,7 @@ def mosaic_text(share: float) -> str:
     if not share:
         return "Every patch is cut from one plot."
     return (f"{share * 100:g} % of the patches are cut from a 2 × 2 mosaic of four random training plots "
-            "(`core/training.py`, `mosaic_of_samples`), so that a patch zoomed out shows more trees, not a black border.")
+            "(`core/patches.py`, `mosaic_of_samples`), so that a patch zoomed out shows more trees, not a black border.")
 
 
 def threads_text(threads: int | None) -> str:

@@ -20,7 +20,8 @@ from qgis.core import (
 
 from ..core.checkpoint import extend_labels, load_checkpoint, with_provenance
 from ..core.errors import Cancelled, TreecrownsError
-from ..core.training import TrainingSettings, train, trainable_crowns, whole_network
+from ..core.training import train, trainable_crowns
+from ..core.training_settings import TrainingSettings, whole_network
 from ..gis.feedback import from_processing
 from ..gis.resources import model_path_or_bundled
 from ..gis.training_data import annotations_for_rasters

@@ -26,7 +26,8 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.errors import TreecrownsError
-from ..core.training import TrainingSettings, trainable_crowns, whole_network
+from ..core.training import trainable_crowns
+from ..core.training_settings import TrainingSettings, whole_network
 from ..gis import review
 from ..gis.training_data import annotations_for_rasters
 from ..gis.training_task import TrainingOutcome, TrainingTask

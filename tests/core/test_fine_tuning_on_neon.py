@@ -11,7 +11,8 @@ from treecrowns.core.annotations import read_deepforest_csv
 from treecrowns.core.checkpoint import load_checkpoint
 from treecrowns.core.evaluation import evaluate
 from treecrowns.core.prediction import DetectionSettings, detect
-from treecrowns.core.training import TrainingSettings, train
+from treecrowns.core.training import train
+from treecrowns.core.training_settings import TrainingSettings
 
 BUNDLED = Path(__file__).resolve().parents[2] / "resources" / "models" / "treecrowns-neon-lite.safetensors"
 

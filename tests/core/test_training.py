@@ -12,7 +12,9 @@ from treecrowns.core.errors import AnnotationError, Cancelled, CheckpointError, 
 from treecrowns.core.model import lite_architecture
 from treecrowns.core.prediction import DetectionSettings, detect
 from treecrowns.core.style_mixing import MIXED_STAGES, attach_style_mixing
-from treecrowns.core.training import TrainingSettings, load_samples, train, trainable_crowns, whole_network
+from treecrowns.core.patches import load_samples
+from treecrowns.core.training import train, trainable_crowns
+from treecrowns.core.training_settings import TrainingSettings, whole_network
 from treecrowns.core.evaluation import evaluate
 
 
@@ -258,18 +260,18 @@ def test_style_mixing_acts_only_while_training_and_leaves_no_hooks_behind(tmp_pa
 
 def _region_with_one_crown(name: str, size: int, crown: tuple[int, int, int, int], value: float):
     """A grey region with one bright square crown and its box (model pixels)."""
-    from treecrowns.core.training import _Sample
+    from treecrowns.core.patches import Sample
 
     image = torch.full((3, size, size), 60.0)
     x0, y0, x1, y1 = crown
     image[:, y0:y1, x0:x1] = value
-    return _Sample(name, image, torch.tensor([crown], dtype=torch.float32), torch.zeros(1, dtype=torch.int64))
+    return Sample(name, image, torch.tensor([crown], dtype=torch.float32), torch.zeros(1, dtype=torch.int64))
 
 
 def test_a_mosaic_keeps_every_crown_on_its_tree_and_cuts_large_regions_to_one_cell():
     from random import Random
 
-    from treecrowns.core.training import mosaic_of_samples
+    from treecrowns.core.patches import mosaic_of_samples
 
     regions = [_region_with_one_crown(f"r{i}", 100, (10 + 15 * i, 20, 40 + 15 * i, 55), 150.0 + 20 * i) for i in range(3)]
     # A region twice a patch wide: its crown is kept only when the cut cell holds it.
@@ -292,14 +294,14 @@ def test_mosaic_patches_fill_zoomed_out_patches_with_trees_instead_of_a_black_bo
     """At zoom 2 a patch covers four regions: without a mosaic three quarters of it would be black."""
     from random import Random
 
-    from treecrowns.core.training import _patch_source, _random_patch
+    from treecrowns.core.patches import patch_source, random_patch
 
     regions = [_region_with_one_crown(f"r{i}", 100, (30, 30, 70, 70), 200.0) for i in range(5)]
 
     def black_share_and_crowns(mosaic_share: float) -> tuple[float, float]:
         settings = TrainingSettings(scale_jitter=(2.0, 2.0), mosaic_share=mosaic_share, colour_jitter=0.0)
         rng = Random(0)
-        patches = [_random_patch(_patch_source(regions, 0, [1.0] * 5, 100, settings, rng), 100, settings, rng) for _ in range(20)]
+        patches = [random_patch(patch_source(regions, 0, [1.0] * 5, 100, settings, rng), 100, settings, rng) for _ in range(20)]
         black = np.mean([(image.sum(dim=0) == 0).float().mean().item() for image, _ in patches])
         return black, np.mean([len(target["boxes"]) for _, target in patches])
 
@@ -313,16 +315,16 @@ def test_native_share_keeps_that_share_of_training_patches_unresized():
     """Detection at the model's resolution reads unresized pixels; these patches show the network such pixels."""
     from random import Random
 
-    from treecrowns.core.training import _random_patch, _Sample
+    from treecrowns.core.patches import Sample, random_patch
 
     rows, cols = torch.meshgrid(torch.arange(256), torch.arange(256), indexing="ij")
     checkerboard = ((rows + cols) % 2 * 255.0).expand(3, 256, 256)
-    sample = _Sample("checkerboard", checkerboard, torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64))
+    sample = Sample("checkerboard", checkerboard, torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64))
 
     def unresized_patches(native_share: float) -> int:
         settings = TrainingSettings(native_share=native_share, colour_jitter=0.0)
         rng = Random(0)
-        patches = [_random_patch(sample, 200, settings, rng)[0] for _ in range(100)]
+        patches = [random_patch(sample, 200, settings, rng)[0] for _ in range(100)]
         # Any resize blends neighbouring black and white pixels into greys.
         return sum(bool(((patch == 0) | (patch == 1)).all()) for patch in patches)
 
@@ -334,17 +336,17 @@ def test_native_share_keeps_that_share_of_training_patches_unresized():
 def test_colour_jitter_strength_widens_the_colour_changes():
     from random import Random
 
-    from treecrowns.core.training import _colour_jitter
+    from treecrowns.core.patches import colour_jitter
 
     grey = torch.full((3, 8, 8), 0.5)
 
     def brightness_spread(strength):
-        means = [_colour_jitter(grey, Random(seed), strength).mean().item() for seed in range(200)]
+        means = [colour_jitter(grey, Random(seed), strength).mean().item() for seed in range(200)]
         return max(means) - min(means)
 
-    assert _colour_jitter(grey, Random(0), 0.0).equal(grey)
+    assert colour_jitter(grey, Random(0), 0.0).equal(grey)
     assert brightness_spread(2.0) > 1.6 * brightness_spread(1.0)
-    assert 0.0 <= _colour_jitter(torch.rand(3, 8, 8), Random(1), 3.0).min()
+    assert 0.0 <= colour_jitter(torch.rand(3, 8, 8), Random(1), 3.0).min()
 
 
 def test_without_calibration_the_base_threshold_of_each_way_of_detecting_is_kept(tmp_path):
@@ -415,18 +417,18 @@ def test_training_patches_are_equalised_as_the_checkpoint_or_the_equalise_share_
     from random import Random
 
     from treecrowns.core.contrast import equalise_luminance
-    from treecrowns.core.training import _random_patch, _Sample
+    from treecrowns.core.patches import Sample, random_patch
 
     dull = torch.from_numpy(np.random.default_rng(0).uniform(90, 140, size=(3, 200, 200)).astype(np.float32))
-    sample = _Sample("dull", dull, torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64))
+    sample = Sample("dull", dull, torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64))
     fixed = TrainingSettings(augment=False)
-    plain = _random_patch(sample, 200, fixed, Random(0))[0]
-    normalised = _random_patch(sample, 200, fixed, Random(0), "equalised-luminance")[0]
+    plain = random_patch(sample, 200, fixed, Random(0))[0]
+    normalised = random_patch(sample, 200, fixed, Random(0), "equalised-luminance")[0]
     assert plain.max() < 0.6 and np.allclose(normalised.numpy() * 255, equalise_luminance(dull.numpy()), atol=0.01)
 
     def equalised_patches(share: float) -> int:
         settings = TrainingSettings(equalise_share=share, colour_jitter=0.0, scale_jitter=(1.0, 1.0))
         rng = Random(0)
-        return sum(bool(_random_patch(sample, 200, settings, rng)[0].max() > 0.9) for _ in range(100))
+        return sum(bool(random_patch(sample, 200, settings, rng)[0].max() > 0.9) for _ in range(100))
 
     assert equalised_patches(0.0) == 0 and equalised_patches(1.0) == 100 and 35 <= equalised_patches(0.5) <= 65

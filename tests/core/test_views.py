@@ -13,7 +13,7 @@ from treecrowns.core.checkpoint import LoadedModel, ModelMetadata, load_checkpoi
 from treecrowns.core.errors import CheckpointError
 from treecrowns.core.model import lite_architecture
 from treecrowns.core.prediction import DetectionSettings, detect
-from treecrowns.core.training import calibrate_inference, preferred_way
+from treecrowns.core.validation import calibrate_inference, preferred_way
 from treecrowns.core.views import ALL_SYMMETRIES, ROTATIONS, apply_symmetry, fuse_scales, fuse_views, undo_symmetry
 
 
