@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -47,7 +45,9 @@ sys.path.insert(0, str(REPO / "model"))
 
 from evaluate_model import DEFAULT_DATA, plot_names, plots_by_name, score_plots  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
-from treecrowns.core.training_state import history_path_beside, state_path_beside  # noqa: E402
+from parallel_training import Run, train_unfinished  # noqa: E402
+from parallel_training import finished as training_finished  # noqa: E402
+from treecrowns.core.training_state import history_path_beside  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings  # noqa: E402
 
 FOLDER = REPO / "output" / "leave-one-site-out"
@@ -59,36 +59,20 @@ def checkpoint_for(folder: Path, site: str) -> Path:
 
 
 def finished(folder: Path, site: str) -> bool:
-    """Whether that training ran to the end: a stopped one leaves its best epoch so far and its state, but no history."""
-    checkpoint = checkpoint_for(folder, site)
-    return checkpoint.exists() and history_path_beside(checkpoint).exists()
+    return training_finished(checkpoint_for(folder, site))
 
 
 def train_missing(folder: Path, sites: list[str], jobs: int, recipe: list[str]) -> None:
-    """Train the leave-one-out checkpoints that do not exist yet, ``jobs`` at a time.
+    """Train the leave-one-out checkpoints that are missing or unfinished, ``jobs`` at a time.
 
     ``recipe`` is extra options for train_bundled_model.py (to try a change of recipe in its own
     folder); ``{site}`` in an option becomes the left-out site.
     """
-    missing = [site for site in sites if not finished(folder, site)]
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    running: list[subprocess.Popen] = []
-    for site in missing:
-        while len(running) >= jobs:
-            running.pop(0).wait()
-        # A training that goes on after a stop keeps its earlier epochs' lines.
-        going_on = state_path_beside(checkpoint_for(folder, site)).exists()
-        log = open(folder / f"without-{site}.log", "a" if going_on else "w")
-        print(f"training without {site} (log: {log.name})", flush=True)
-        command = [sys.executable, str(REPO / "model" / "train_bundled_model.py"), "--leave-out-site", site,
-                   "--output", str(checkpoint_for(folder, site)), *(option.replace("{site}", site) for option in recipe)]
-        running.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
-    for process in running:
-        process.wait()
-    failed = [site for site in missing if not finished(folder, site)]
-    if failed:
-        raise SystemExit(f"training failed for {failed}; see {folder}/without-SITE.log")
+    train_unfinished([
+        Run(checkpoint_for(folder, site), folder / f"without-{site}.log",
+            ["--leave-out-site", site, *(option.replace("{site}", site) for option in recipe)], f"without {site}")
+        for site in sites
+    ], jobs)
 
 
 def merge_figures(path: Path, summary: dict) -> None:

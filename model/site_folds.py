@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -33,7 +31,9 @@ from plots import Plot, detectable, read_all_plots, site_folds  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
 from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
-from treecrowns.core.training_state import history_path_beside, state_path_beside  # noqa: E402
+from parallel_training import Run, train_unfinished  # noqa: E402
+from parallel_training import finished as training_finished  # noqa: E402
+from treecrowns.core.training_state import history_path_beside  # noqa: E402
 
 FOLDER = REPO / "output" / "site-folds"
 DATA = "neon,neontree-rf416"
@@ -44,30 +44,17 @@ def checkpoint_for(folder: Path, fold: int) -> Path:
 
 
 def finished(folder: Path, fold: int) -> bool:
-    """Whether that training ran to the end (a stopped one has a checkpoint and a state, but no history)."""
-    return checkpoint_for(folder, fold).exists() and history_path_beside(checkpoint_for(folder, fold)).exists()
+    return training_finished(checkpoint_for(folder, fold))
 
 
 def train_missing(folder: Path, folds: dict[int, list[str]], jobs: int, recipe: list[str]) -> None:
     """Train each fold's checkpoint that is missing or unfinished, ``jobs`` at a time with one thread each."""
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    missing = [fold for fold in folds if not finished(folder, fold)]
-    running: list[subprocess.Popen] = []
-    for fold in missing:
-        while len(running) >= jobs:
-            running.pop(0).wait()
-        going_on = state_path_beside(checkpoint_for(folder, fold)).exists()
-        log = open(folder / f"fold-{fold}.log", "a" if going_on else "w")
-        print(f"training without fold {fold} ({','.join(folds[fold])}; log: {log.name})", flush=True)
-        command = [sys.executable, str(REPO / "model" / "train_bundled_model.py"), "--data", DATA, "--threads", "1",
-                   "--leave-out-site", ",".join(folds[fold]), "--output", str(checkpoint_for(folder, fold)), *recipe]
-        running.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
-    for process in running:
-        process.wait()
-    failed = [fold for fold in missing if not finished(folder, fold)]
-    if failed:
-        raise SystemExit(f"training failed for fold(s) {failed}; see {folder}/fold-N.log")
+    train_unfinished([
+        Run(checkpoint_for(folder, fold), folder / f"fold-{fold}.log",
+            ["--data", DATA, "--threads", "1", "--leave-out-site", ",".join(sites), *recipe],
+            f"without fold {fold} ({','.join(sites)})")
+        for fold, sites in folds.items()
+    ], jobs)
 
 
 def training_record(folder: Path, fold: int) -> dict:
