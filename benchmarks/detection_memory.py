@@ -1,0 +1,108 @@
+"""Peak memory of a whole detection run on orthophotos of growing size, as a user runs it.
+
+Usage (from the repository root, after scripts/setup.sh):
+
+    .venv/bin/python benchmarks/detection_memory.py [--sizes 4000,40000] [--views 1] [--keep DIR]
+
+For each size, a size x size px, 10 cm GeoTIFF (tiled, deflate-compressed, written window by
+window) is filled with the deepforest package's Yellowstone sample crop, mirrored so that
+neighbouring copies meet without seams. Each raster is detected by a fresh
+``scripts/qgis-process run treecrowns:detect`` (the shipped defaults, except ``--views``), and
+the peak resident memory of that process is read from the kernel's record of the finished
+child (``ru_maxrss``). Prints, per size: hectares, seconds, crowns and peak memory, then the
+ratio of the largest peak to the smallest. The rasters are written to a temporary folder
+(``--keep`` keeps them); a 40,000 px raster takes about 3 GB on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "build" / "plugins"))
+
+from treecrowns.core.sample_data import sample_plot  # noqa: E402
+
+SOURCE_PLOT = "2019_YELL_2_528000_4978000_image_crop2"
+BLOCK = 2048
+
+
+def mirrored_block(source: np.ndarray, row: int, col: int, height: int, width: int) -> np.ndarray:
+    """The pixels [row:row+height, col:col+width] of ``source`` repeated in mirror image across the plane."""
+    src_h, src_w = source.shape[1:]
+    rows = np.arange(row, row + height) % (2 * src_h)
+    cols = np.arange(col, col + width) % (2 * src_w)
+    rows = np.where(rows < src_h, rows, 2 * src_h - 1 - rows)
+    cols = np.where(cols < src_w, cols, 2 * src_w - 1 - cols)
+    return source[:, rows][:, :, cols]
+
+
+def write_orthophoto(size: int, target: Path) -> Path:
+    """A size x size px, 10 cm tiled GeoTIFF, written block by block so that building it takes little memory."""
+    with rasterio.open(sample_plot(SOURCE_PLOT).image) as src:
+        source = src.read([1, 2, 3])
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8", "crs": "EPSG:32612",
+               "transform": from_origin(528000, 4978000, 0.1, 0.1), "tiled": True, "blockxsize": 512,
+               "blockysize": 512, "compress": "deflate", "photometric": "RGB", "BIGTIFF": "IF_SAFER"}
+    with rasterio.open(target, "w", **profile) as dst:
+        for row in range(0, size, BLOCK):
+            for col in range(0, size, BLOCK):
+                height, width = min(BLOCK, size - row), min(BLOCK, size - col)
+                dst.write(mirrored_block(source, row, col, height, width), window=Window(col, row, width, height))
+    return target
+
+
+def detect_and_measure(raster: Path, output: Path, views: int) -> dict:
+    """Run treecrowns:detect in its own process; its seconds, crowns and peak memory."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [str(REPO / "scripts" / "qgis-process"), "--json", "run", "treecrowns:detect", "--", f"INPUT={raster}",
+         f"OUTPUT={output}", f"VIEWS={views}"],
+        capture_output=True, text=True,
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"detection failed on {raster}:\n{done.stderr[-3000:]}")
+    # ru_maxrss of the children is the largest any one child reached: here the qgis_process run just ended.
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    crowns = json.loads(done.stdout[done.stdout.index("{"):])["results"]["CROWN_COUNT"]
+    return {"seconds": round(seconds, 1), "crowns": int(crowns), "peak_mb": round(peak_mb)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="4000,40000", help="raster sides in pixels, smallest first")
+    parser.add_argument("--views", type=int, default=0, help="treecrowns:detect VIEWS (0: as the checkpoint says)")
+    parser.add_argument("--keep", type=Path, help="keep the rasters and crown layers in this folder")
+    args = parser.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = args.keep or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for size in sizes:
+            raster = write_orthophoto(size, folder / f"orthophoto_{size}.tif")
+            figures = detect_and_measure(raster, folder / f"crowns_{size}.gpkg", args.views)
+            # Children's peaks only grow: a smaller raster measured first keeps its own figure.
+            rows.append({"size_px": size, "hectares": size * size * 0.01 / 10_000, **figures})
+            print(json.dumps(rows[-1]), flush=True)
+    print(f"\n{'size (px)':>10} {'ha':>8} {'seconds':>8} {'crowns':>8} {'peak MB':>8}")
+    for row in rows:
+        print(f"{row['size_px']:>10} {row['hectares']:>8.0f} {row['seconds']:>8.1f} {row['crowns']:>8} {row['peak_mb']:>8}")
+    print(f"peak memory, largest raster against smallest: {rows[-1]['peak_mb'] / rows[0]['peak_mb']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
