@@ -67,10 +67,6 @@ def read_all_plots(folders: tuple[Path, ...] = LABELLED_FOLDERS) -> list[Plot]:
     return [plot for folder in folders for plot in read_plots(folder)]
 
 
-def sites_of(plots: list[Plot]) -> list[str]:
-    return sorted({plot.site for plot in plots})
-
-
 def site_folds(path: Path = SITE_FOLDS) -> list[list[str]]:
     """The groups of sites held out together, one training per group."""
     return json.loads(path.read_text())["folds"]

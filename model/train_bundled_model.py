@@ -109,13 +109,6 @@ def pseudo_labelled(csv_path: Path | None, sites: list[str]) -> list:
     return [item for item in items if site_of(item.image_path) not in sites]
 
 
-def split_by_site(items, every: int = 5):
-    """Every ``every``-th plot of each site (sites by name prefix, in name order) is held out."""
-    plots = [Plot(item, site_of(item.image_path)) for item in sorted(items, key=lambda it: it.image_path)]
-    train_plots, val_plots = held_out_every(plots, every)
-    return [p.crowns for p in train_plots], [p.crowns for p in val_plots]
-
-
 def data_folders(option: str) -> list[Path]:
     """``--data``: comma-separated folders, each a path or a name under ../shared/data."""
     folders = [Path(name) if "/" in name else SHARED_DATA / name for name in option.split(",")]

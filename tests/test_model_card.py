@@ -140,8 +140,8 @@ def test_the_shipped_checkpoint_is_what_the_cards_command_trains(neon):
     """The build script's training command, at today's defaults, asks for exactly the recipe,
     data split, architecture and thread count the shipped checkpoint records."""
     sys.path.insert(0, str(REPO / "model"))
-    from train_bundled_model import parse_options, recorded, split_by_site, training_settings
-    from treecrowns.core.annotations import read_deepforest_csv
+    from plots import held_out_every, read_plots
+    from train_bundled_model import data_folders, parse_options, recorded, training_settings
     from treecrowns.core.checkpoint import read_metadata
 
     build = (REPO / "model" / "build_bundled_model.sh").read_text()
@@ -159,7 +159,9 @@ def test_the_shipped_checkpoint_is_what_the_cards_command_trains(neon):
     assert shipped.provenance["torch_threads"] == args.threads
     assert shipped.architecture == json.loads(json.dumps(lite_architecture(trunk=args.trunk)))
     assert shipped.view_scales == args.view_scales
-    train_items, validation_items = split_by_site(read_deepforest_csv(neon / "annotations.csv"))
+    [folder] = data_folders(args.data)
+    train_plots, validation_plots = held_out_every(read_plots(folder))
+    train_items, validation_items = [p.crowns for p in train_plots], [p.crowns for p in validation_plots]
     data = shipped.provenance["training_data"]
     assert data["train_plots"] == [Path(item.image_path).name for item in train_items]
     assert data["validation_plots"] == [Path(item.image_path).name for item in validation_items]
