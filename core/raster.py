@@ -131,12 +131,16 @@ def _damaged(path: str, exc: Exception, where: str = "") -> RasterError:
     )
 
 
+def _decimated_shape(dataset: rasterio.DatasetReader) -> tuple[int, int]:
+    """(rows, columns) of a whole-raster read at most ``_STATS_READ_SIZE`` px on its longer side."""
+    scale = min(1.0, _STATS_READ_SIZE / max(dataset.width, dataset.height))
+    return (max(1, round(dataset.height * scale)), max(1, round(dataset.width * scale)))
+
+
 def _check_has_valid_pixels(dataset: rasterio.DatasetReader) -> None:
     """Refuse a raster whose every pixel is nodata, from a decimated read of its mask."""
-    scale = min(1.0, _STATS_READ_SIZE / max(dataset.width, dataset.height))
-    shape = (max(1, round(dataset.height * scale)), max(1, round(dataset.width * scale)))
     try:
-        mask = dataset.dataset_mask(out_shape=shape, resampling=Resampling.average)
+        mask = dataset.dataset_mask(out_shape=_decimated_shape(dataset), resampling=Resampling.average)
     except (RasterioError, OSError) as exc:
         raise _damaged(dataset.name, exc) from exc
     if not (mask > 0).any():
@@ -156,8 +160,7 @@ def _check_north_up(dataset: rasterio.DatasetReader) -> None:
 def _band_scaling(dataset: rasterio.DatasetReader, bands: tuple[int, int, int]) -> BandScaling:
     if all(dataset.dtypes[b - 1] == "uint8" for b in bands):
         return BandScaling.identity()
-    scale = min(1.0, _STATS_READ_SIZE / max(dataset.width, dataset.height))
-    shape = (max(1, round(dataset.height * scale)), max(1, round(dataset.width * scale)))
+    shape = _decimated_shape(dataset)
     try:
         data = dataset.read(list(bands), out_shape=(3, *shape), resampling=Resampling.nearest).astype(np.float64)
         valid = dataset.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0

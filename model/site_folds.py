@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 sys.path.insert(0, str(REPO / "model"))
 
-from plots import Plot, detectable, read_all_plots, site_folds  # noqa: E402
+from plots import LABELLED_FOLDERS, Plot, detectable, read_all_plots, site_folds  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
 from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
@@ -36,7 +36,7 @@ from parallel_training import finished as training_finished  # noqa: E402
 from treecrowns.core.training_state import history_path_beside  # noqa: E402
 
 FOLDER = REPO / "output" / "site-folds"
-DATA = "neon,neontree-rf416"
+DATA = ",".join(folder.name for folder in LABELLED_FOLDERS)  # --data for train_bundled_model.py
 
 
 def checkpoint_for(folder: Path, fold: int) -> Path:

@@ -111,8 +111,7 @@ def pseudo_labelled(csv_path: Path | None, sites: list[str]) -> list:
 
 def data_folders(option: str) -> list[Path]:
     """``--data``: comma-separated folders, each a path or a name under ../shared/data."""
-    folders = [Path(name) if "/" in name else SHARED_DATA / name for name in option.split(",")]
-    return folders
+    return [Path(name) if "/" in name else SHARED_DATA / name for name in option.split(",")]
 
 
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from qgis.core import (
     QgsFeatureSink,
     QgsProcessing,
@@ -12,7 +10,7 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from ..gis.output_checks import output_problem
+from ..gis.output_checks import output_problem, remove_output_file
 
 
 class TreecrownsAlgorithm(QgsProcessingAlgorithm):
@@ -61,13 +59,3 @@ def write_to_sink(sink, features, destination: str) -> None:
                 f"cannot write the crowns to {destination}: {reason or 'the disk may be full'}; "
                 "free some space or choose another folder"
             )
-
-
-def remove_output_file(destination: str) -> None:
-    """Remove a file output and its SQLite side files, so that a failed run leaves nothing behind."""
-    path = Path(destination.split("|")[0])
-    if not destination or "://" in destination or destination.startswith(("memory:", "TEMPORARY_OUTPUT")):
-        return
-    for leftover in (path, path.with_name(path.name + "-journal"), path.with_name(path.name + "-wal"),
-                     path.with_name(path.name + "-shm")):
-        leftover.unlink(missing_ok=True)

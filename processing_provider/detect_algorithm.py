@@ -20,13 +20,14 @@ from qgis.core import (
 
 from ..core.checkpoint import load_checkpoint
 from ..core.errors import Cancelled, TreecrownsError
-from ..core.prediction import DetectionSettings, Device, detect, uses_views
 from ..core.mosaic import tiles_in
+from ..core.prediction import DetectionSettings, Device, detect, uses_views
 from ..core.raster import RasterReader
 from ..gis.feedback import from_processing
 from ..gis.layers import crown_fields, detection_features, detections_crs
+from ..gis.output_checks import remove_output_file
 from ..gis.resources import CROWNS_STYLE, model_path_or_bundled
-from .base import TreecrownsAlgorithm, check_output_file, remove_output_file, write_to_sink
+from .base import TreecrownsAlgorithm, check_output_file, write_to_sink
 from .styling import style_on_load
 
 DEVICES = [Device.AUTO, Device.CPU, Device.CUDA]
@@ -120,17 +121,25 @@ class DetectAlgorithm(TreecrownsAlgorithm):
         return bands  # type: ignore[return-value]
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS hook
-        """A folder of tiles is a valid INPUT; a file that GDAL cannot open is named as such, not "not found"."""
+        """A folder of tiles is a valid INPUT; a file that GDAL cannot open is named as such, not "not found".
+
+        Whether the tiles fit one grid is found when detection opens the folder, so they are read once.
+        """
         source = parameters.get(self.INPUT)
-        if isinstance(source, str) and Path(source).exists():
+        if isinstance(source, str) and Path(source).is_dir():
+            try:
+                first_tile = tiles_in(source)[0]
+            except TreecrownsError as exc:
+                return False, str(exc)
+            # The other parameters are checked as they would be with one of the tiles as INPUT.
+            return super().checkParameterValues({**parameters, self.INPUT: str(first_tile)}, context)
+        valid, message = super().checkParameterValues(parameters, context)
+        if not valid and isinstance(source, str) and Path(source).is_file():
             try:
                 RasterReader(source).close()
             except TreecrownsError as exc:
                 return False, str(exc)
-            if Path(source).is_dir():
-                # The other parameters are checked as they would be with one of the tiles as INPUT.
-                return super().checkParameterValues({**parameters, self.INPUT: str(tiles_in(source)[0])}, context)
-        return super().checkParameterValues(parameters, context)
+        return valid, message
 
     def _input_source(self, parameters, context) -> str:
         """The raster's path, or a folder of tiles read as one mosaic (core.mosaic)."""
@@ -156,7 +165,8 @@ class DetectAlgorithm(TreecrownsAlgorithm):
             bands=self._bands(self.parameterAsString(parameters, self.BANDS, context)),
             test_time_augmentation=VIEW_CHOICES[self.parameterAsEnum(parameters, self.VIEWS, context)],
         )
-        check_output_file(self.parameterAsOutputLayer(parameters, self.OUTPUT, context), context)
+        destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        check_output_file(destination, context)
         progress, should_stop = from_processing(feedback)
         try:
             model = load_checkpoint(model_path)
@@ -174,7 +184,6 @@ class DetectAlgorithm(TreecrownsAlgorithm):
             feedback.reportError(f"Warning: {warning}", fatalError=False)
         # The sink is created only now, so a failed or cancelled run writes no layer.
         fields = crown_fields()
-        destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Polygon, detections_crs(detections))
         if sink is None:
             remove_output_file(destination)
