@@ -25,43 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import rasterio
-from rasterio.transform import from_origin
-from rasterio.windows import Window
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
-from treecrowns.core.sample_data import sample_plot  # noqa: E402
-
-SOURCE_PLOT = "2019_YELL_2_528000_4978000_image_crop2"
-BLOCK = 2048
-
-
-def mirrored_block(source: np.ndarray, row: int, col: int, height: int, width: int) -> np.ndarray:
-    """The pixels [row:row+height, col:col+width] of ``source`` repeated in mirror image across the plane."""
-    src_h, src_w = source.shape[1:]
-    rows = np.arange(row, row + height) % (2 * src_h)
-    cols = np.arange(col, col + width) % (2 * src_w)
-    rows = np.where(rows < src_h, rows, 2 * src_h - 1 - rows)
-    cols = np.where(cols < src_w, cols, 2 * src_w - 1 - cols)
-    return source[:, rows][:, :, cols]
-
-
-def write_orthophoto(size: int, target: Path) -> Path:
-    """A size x size px, 10 cm tiled GeoTIFF, written block by block so that building it takes little memory."""
-    with rasterio.open(sample_plot(SOURCE_PLOT).image) as src:
-        source = src.read([1, 2, 3])
-    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8", "crs": "EPSG:32612",
-               "transform": from_origin(528000, 4978000, 0.1, 0.1), "tiled": True, "blockxsize": 512,
-               "blockysize": 512, "compress": "deflate", "photometric": "RGB", "BIGTIFF": "IF_SAFER"}
-    with rasterio.open(target, "w", **profile) as dst:
-        for row in range(0, size, BLOCK):
-            for col in range(0, size, BLOCK):
-                height, width = min(BLOCK, size - row), min(BLOCK, size - col)
-                dst.write(mirrored_block(source, row, col, height, width), window=Window(col, row, width, height))
-    return target
+from treecrowns.core.sample_data import write_mirrored_orthophoto  # noqa: E402
 
 
 def detect_and_measure(raster: Path, output: Path, views: int) -> dict:
@@ -93,7 +60,7 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         rows = []
         for size in sizes:
-            raster = write_orthophoto(size, folder / f"orthophoto_{size}.tif")
+            raster = write_mirrored_orthophoto(size, folder / f"orthophoto_{size}.tif")
             figures = detect_and_measure(raster, folder / f"crowns_{size}.gpkg", args.views)
             # Children's peaks only grow: a smaller raster measured first keeps its own figure.
             rows.append({"size_px": size, "hectares": size * size * 0.01 / 10_000, **figures})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -13,13 +14,14 @@ import numpy as np
 import torch
 
 from .annotations import pixel_boxes_to_map
-from .boxes import cut_by_interior_edge, merge_window_detections
+from .boxes import cut_by_interior_edge
 from .checkpoint import LoadedModel
 from .contrast import normalise_contrast
+from .crown_merge import MergedCrowns, RawCrowns, StreamingMerge
 from .errors import Cancelled, RasterError, TreecrownsError
 from .raster import RasterInfo, RasterReader
 from .tiling import Window, window_grid
-from .views import VIEW_SCORE_FLOOR, detect_in_views, fuse_scales
+from .views import VIEW_SCORE_FLOOR, detect_in_views
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +86,18 @@ class Detections:
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """How raster pixels map to model pixels for one run."""
+class ScaleReading:
+    """How raster pixels map to model pixels at one view scale."""
 
     scale_x: float
     scale_y: float
     patch_size: int
-    windows: list[Window]
 
 
-def _plans(
+def _windows_and_readings(
     info: RasterInfo, model: LoadedModel, settings: DetectionSettings, scales: Sequence[float], notes: list[str]
-) -> list[_Plan]:
-    """Windows and resampling for reading the raster at each of ``scales`` times the model's ground resolution.
+) -> tuple[list[Window], list[ScaleReading]]:
+    """Windows, and how to resample them at each of ``scales`` times the model's ground resolution.
 
     Every scale slides the same windows over the raster, a patch's worth at the finest scale;
     a coarser scale reads each window into fewer pixels, padded to the patch. A crown cut by a
@@ -122,7 +123,7 @@ def _plans(
     window_w = max(8, round(patch * finest / zoom_x))
     window_h = max(8, round(patch * finest / zoom_y))
     windows = window_grid(info.width, info.height, window_w, settings.overlap, window_h)
-    return [_Plan(zoom_x / scale, zoom_y / scale, patch, windows) for scale in scales]
+    return windows, [ScaleReading(zoom_x / scale, zoom_y / scale, patch) for scale in scales]
 
 
 def check_large_enough(info: RasterInfo, zoom_x: float, zoom_y: float, model_resolution_m: float) -> None:
@@ -152,16 +153,6 @@ def uses_views(model: LoadedModel, settings: DetectionSettings) -> bool:
 def scales_of_run(model: LoadedModel, settings: DetectionSettings) -> tuple[float, ...]:
     """The scales this run reads the raster at: the checkpoint's view scales with views, else 1 only."""
     return model.metadata.view_scales if uses_views(model, settings) else (1.0,)
-
-
-def _configure(model: LoadedModel, settings: DetectionSettings, patch: int, device: torch.device) -> None:
-    network = model.network
-    # channels_last: convolutions run about 1.4x faster on CPU (measured on the bundled model).
-    network.eval().to(device=device, memory_format=torch.channels_last)
-    default_threshold = model.metadata.score_threshold_for(uses_views(model, settings))
-    network.score_thresh = settings.score_threshold if settings.score_threshold is not None else default_threshold
-    network.nms_thresh = settings.nms_threshold if settings.nms_threshold is not None else model.metadata.nms_threshold
-    fit_input_size(model, patch)
 
 
 def fit_input_size(model: LoadedModel, patch: int) -> None:
@@ -199,15 +190,22 @@ def detect(
     settings: DetectionSettings = DetectionSettings(),
     progress: ProgressCallback | None = None,
     should_stop: StopCheck | None = None,
+    cluster: str = "",
 ) -> Detections:
     """Find tree crowns in a raster of any size, reading it window by window.
 
+    Windows are read in rows, top to bottom, in blocks of rows; the crowns of each block are
+    merged with their neighbours' as soon as no later window can touch them (core.crown_merge),
+    so memory stays flat however large the raster.
+
     Args:
-        raster_path: Any raster GDAL can read.
+        raster_path: Any raster GDAL can read, or a folder of tiles (core.mosaic).
         model: A loaded checkpoint.
         settings: Thresholds, tiling, device and band choices.
-        progress: Called with (fraction done, message) after every batch.
+        progress: Called with (fraction done, message) as windows are done.
         should_stop: Polled before every batch; when it returns True the run stops.
+        cluster: Where the windows are detected: empty for this process, else a Dask cluster
+            (core.cluster: ``local:N`` or ``tcp://host:port``); the model must then be a file.
 
     Returns:
         The merged detections in the raster's CRS.
@@ -221,42 +219,156 @@ def detect(
     if settings.batch_size < 1:
         raise TreecrownsError(f"batch size must be at least 1, got {settings.batch_size}")
     notes: list[str] = []
-    device, device_note = resolve_device(settings.device)
-    if device_note:
-        notes.append(device_note)
-    scales = scales_of_run(model, settings)
-    nms = settings.nms_threshold if settings.nms_threshold is not None else model.metadata.nms_threshold
     with RasterReader(raster_path, settings.bands) as reader:
         info = reader.info
-        plans = _plans(info, model, settings, scales, notes)
-        _configure(model, settings, plans[0].patch_size, device)
-        score_threshold = model.network.score_thresh
-        if len(scales) > 1:
-            # Each scale keeps its crowns down to the floor; the threshold applies to the fused scores.
-            model.network.score_thresh = min(score_threshold, VIEW_SCORE_FLOOR)
-        counter = _WindowCounter(sum(len(plan.windows) for plan in plans), progress, raster_hectares(info))
-        try:
-            found = [
-                _detect_at_scale(reader, model, settings, plan, device, nms, counter, should_stop) for plan in plans
-            ]
-        finally:
-            model.network.score_thresh = score_threshold
-    pixel_boxes, scores, label_ids = fuse_scales(found, score_threshold)
+        run = plan_run(info, model, settings, notes)
+        counter = WindowCounter(run.window_count, progress, raster_hectares(info))
+        merge = StreamingMerge(len(run.scales), run.nms_threshold, run.score_threshold, margin=run.merge_margin)
+        if cluster:
+            from .cluster import detect_blocks_on_cluster  # dask is needed only here
+
+            found = detect_blocks_on_cluster(cluster, str(raster_path), model, settings, run, counter, should_stop, notes)
+        else:
+            found = _detect_blocks_here(reader, model, settings, run, counter, should_stop, notes)
+        merged = [merge.add(raw, top, front) for raw, top, front in in_reading_order(found, run)]
+    merged.append(merge.finish())
+    crowns = MergedCrowns.concatenate(merged)
     if not info.georeferenced:
         notes.append("the raster is not georeferenced: crowns are placed as QGIS draws it (x = column, y = -row)")
     for note in notes:
         log.warning(note)
     return Detections(
-        boxes=pixel_boxes_to_map(pixel_boxes, info),
-        scores=scores.astype(float),
-        labels=tuple(model.metadata.labels[int(i)] for i in label_ids),
-        pixel_boxes=pixel_boxes,
+        boxes=pixel_boxes_to_map(crowns.boxes, info),
+        scores=crowns.scores.astype(float),
+        labels=tuple(model.metadata.labels[int(i)] for i in crowns.labels),
+        pixel_boxes=crowns.boxes,
         raster=info,
         warnings=tuple(notes),
     )
 
 
-class _WindowCounter:
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything about a run that does not depend on the pixels: scales, windows, blocks, thresholds."""
+
+    scales: tuple[float, ...]
+    readings: tuple[ScaleReading, ...]
+    blocks: tuple[tuple[Window, ...], ...]
+    score_threshold: float
+    nms_threshold: float
+
+    @property
+    def merge_margin(self) -> float:
+        """How far (raster rows) above and below a band the merge looks for boxes of its crowns: two windows."""
+        return 2.0 * max((window.height for block in self.blocks for window in block[:1]), default=0)
+
+    @property
+    def window_count(self) -> int:
+        return sum(len(block) for block in self.blocks) * len(self.scales)
+
+    def front_after(self, index: int) -> float:
+        """The top row of the windows after block ``index``: no crown found later starts above it."""
+        if index + 1 < len(self.blocks):
+            return float(self.blocks[index + 1][0].row_off)
+        return math.inf
+
+
+def plan_run(info: RasterInfo, model: LoadedModel, settings: DetectionSettings, notes: list[str]) -> RunPlan:
+    """Windows, scales and thresholds of a run on ``info`` (notes gathers what the user should be told)."""
+    scales = scales_of_run(model, settings)
+    windows, readings = _windows_and_readings(info, model, settings, scales, notes)
+    default_threshold = model.metadata.score_threshold_for(uses_views(model, settings))
+    score_threshold = settings.score_threshold if settings.score_threshold is not None else default_threshold
+    nms = settings.nms_threshold if settings.nms_threshold is not None else model.metadata.nms_threshold
+    return RunPlan(scales, tuple(readings), window_blocks(windows, settings.batch_size), score_threshold, nms)
+
+
+# A block is at least this many windows (whole rows of them): enough to keep a batch full and,
+# on a cluster, to make a task worth sending; few enough that memory stays small.
+BLOCK_WINDOWS = 64
+
+
+def window_blocks(windows: Sequence[Window], batch_size: int) -> tuple[tuple[Window, ...], ...]:
+    """Consecutive whole rows of windows, each block at least ``max(BLOCK_WINDOWS, batch_size)`` windows."""
+    rows: dict[int, list[Window]] = {}
+    for window in windows:
+        rows.setdefault(window.row_off, []).append(window)
+    blocks: list[tuple[Window, ...]] = []
+    current: list[Window] = []
+    for row_off in sorted(rows):
+        current.extend(rows[row_off])
+        if len(current) >= max(BLOCK_WINDOWS, batch_size):
+            blocks.append(tuple(current))
+            current = []
+    if current:
+        blocks.append(tuple(current))
+    return tuple(blocks)
+
+
+def in_reading_order(
+    found: Iterator[tuple[int, RawCrowns]], run: RunPlan
+) -> Iterator[tuple[RawCrowns, float, float]]:
+    """Blocks' crowns, whatever order they were found in, handed on top to bottom with their band (top, front)."""
+    waiting: dict[int, RawCrowns] = {}
+    following = 0
+    for index, raw in found:
+        waiting[index] = raw
+        while following in waiting:
+            yield waiting.pop(following), float(run.blocks[following][0].row_off), run.front_after(following)
+            following += 1
+
+
+def _detect_blocks_here(
+    reader: RasterReader,
+    model: LoadedModel,
+    settings: DetectionSettings,
+    run: RunPlan,
+    counter: WindowCounter,
+    should_stop: StopCheck | None,
+    notes: list[str],
+) -> Iterator[tuple[int, RawCrowns]]:
+    """Each block's crowns, found in this process, block after block."""
+    device, device_note = resolve_device(settings.device)
+    if device_note:
+        notes.append(device_note)
+    prepare_network(model, settings, run, device)
+    try:
+        for index, block in enumerate(run.blocks):
+            yield index, find_in_windows(reader, model, settings, run, block, device, counter, should_stop)
+    finally:
+        model.network.score_thresh = run.score_threshold
+
+
+def prepare_network(model: LoadedModel, settings: DetectionSettings, run: RunPlan, device: torch.device) -> None:
+    """Put the network on ``device`` in inference mode, with the run's thresholds and patch size."""
+    network = model.network
+    # channels_last: convolutions run about 1.4x faster on CPU (measured on the bundled model).
+    network.eval().to(device=device, memory_format=torch.channels_last)
+    # With several scales each keeps its crowns down to the floor; the threshold applies to the fused scores.
+    network.score_thresh = run.score_threshold if len(run.scales) == 1 else min(run.score_threshold, VIEW_SCORE_FLOOR)
+    network.nms_thresh = run.nms_threshold
+    fit_input_size(model, run.readings[0].patch_size)
+
+
+def find_in_windows(
+    reader: RasterReader,
+    model: LoadedModel,
+    settings: DetectionSettings,
+    run: RunPlan,
+    windows: Sequence[Window],
+    device: torch.device,
+    counter: WindowCounter | None = None,
+    should_stop: StopCheck | None = None,
+) -> RawCrowns:
+    """The crowns every scale finds in ``windows``, unmerged, in raster pixels."""
+    found = [
+        _find_at_scale(reader, model, settings, reading, scale, windows, device, counter, should_stop)
+        for scale, reading in enumerate(run.readings)
+    ]
+    return RawCrowns.concatenate(found)
+
+
+class WindowCounter:
     """Progress over every window of every scale, told as ground covered and time left."""
 
     def __init__(self, total: int, progress: ProgressCallback | None, hectares: float | None = None) -> None:
@@ -290,21 +402,22 @@ def raster_hectares(info: RasterInfo) -> float | None:
     return info.width * res_x * info.height * res_y / 10_000
 
 
-def _detect_at_scale(
+def _find_at_scale(
     reader: RasterReader,
     model: LoadedModel,
     settings: DetectionSettings,
-    plan: _Plan,
+    plan: ScaleReading,
+    scale: int,
+    windows: Sequence[Window],
     device: torch.device,
-    nms: float,
-    counter: _WindowCounter,
+    counter: WindowCounter | None,
     should_stop: StopCheck | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Crowns in raster pixels (boxes, scores, label ids) found on one window grid, merged across windows."""
+) -> RawCrowns:
+    """Crowns found in ``windows`` read at one scale, unmerged, in raster pixels."""
     info = reader.info
     augment = uses_views(model, settings)
-    found_boxes, found_scores, found_labels, found_cut = [], [], [], []
-    for batch in _batches(plan.windows, settings.batch_size):
+    found: list[RawCrowns] = []
+    for batch in _batches(windows, settings.batch_size):
         if should_stop is not None and should_stop():
             raise Cancelled("detection was cancelled; no layer was written")
         images, masks, sizes = [], [], []
@@ -324,17 +437,16 @@ def _detect_at_scale(
             centre_y = ((out["boxes"][:, 1] + out["boxes"][:, 3]) / 2).astype(int).clip(0, out_h - 1)
             inside = valid[centre_y, centre_x] if len(boxes) else np.zeros(0, dtype=bool)
             tolerance = _EDGE_TOLERANCE_PX * window.width / out_w
-            found_boxes.append(boxes[inside])
-            found_scores.append(out["scores"][inside])
-            found_labels.append(out["labels"][inside])
-            found_cut.append(cut_by_interior_edge(boxes[inside], window, info.width, info.height, tolerance))
-        counter.add(len(batch))
-    pixel_boxes = np.concatenate(found_boxes) if found_boxes else np.zeros((0, 4))
-    scores = np.concatenate(found_scores) if found_scores else np.zeros(0)
-    label_ids = np.concatenate(found_labels) if found_labels else np.zeros(0, dtype=np.int64)
-    cut = np.concatenate(found_cut) if found_cut else np.zeros(0, dtype=bool)
-    keep = merge_window_detections(pixel_boxes, scores, label_ids, cut, nms)
-    return pixel_boxes[keep], scores[keep], label_ids[keep]
+            found.append(RawCrowns(
+                boxes[inside],
+                out["scores"][inside].astype(float),
+                out["labels"][inside].astype(np.int64),
+                cut_by_interior_edge(boxes[inside], window, info.width, info.height, tolerance),
+                np.full(int(inside.sum()), scale, dtype=np.int64),
+            ))
+        if counter is not None:
+            counter.add(len(batch))
+    return RawCrowns.concatenate(found)
 
 
 def _to_raster_pixels(boxes: np.ndarray, window: Window, out_w: int, out_h: int) -> np.ndarray:

@@ -10,8 +10,15 @@ for a clone that has nothing beside it.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import from_origin
+from rasterio.windows import Window
 
 from .annotations import ImageAnnotations, read_pascal_voc
 from .errors import TreecrownsError
@@ -91,3 +98,37 @@ def georeferenced_copy(plot: SamplePlot, path: Path, crs: str = "EPSG:32611",
     """
     write_georeferenced_copy(plot.image, path, SAMPLE_RESOLUTION_M, crs, origin)
     return SamplePlot(plot.name, replace(plot.crowns, image_path=str(path)))
+
+
+# The plot that large test orthophotos are made of: open conifers, 10 cm, no seams when mirrored.
+ORTHOPHOTO_SOURCE_PLOT = "2019_YELL_2_528000_4978000_image_crop2"
+
+
+def mirrored_block(source: np.ndarray, row: int, col: int, height: int, width: int) -> np.ndarray:
+    """The pixels [row:row+height, col:col+width] of ``source`` repeated in mirror image across the plane."""
+    src_h, src_w = source.shape[1:]
+    rows = np.arange(row, row + height) % (2 * src_h)
+    cols = np.arange(col, col + width) % (2 * src_w)
+    rows = np.where(rows < src_h, rows, 2 * src_h - 1 - rows)
+    cols = np.where(cols < src_w, cols, 2 * src_w - 1 - cols)
+    return source[:, rows][:, :, cols]
+
+
+def write_mirrored_orthophoto(size: int, target: str | Path, block: int = 2048) -> Path:
+    """A size x size px, 10 cm tiled GeoTIFF of a sample plot mirrored across it, for tests and benchmarks.
+
+    Written block by block, so a 40,000 px raster takes little memory to build (about 3 GB on disk).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a PNG: its place is set below
+        with rasterio.open(sample_plot(ORTHOPHOTO_SOURCE_PLOT).image) as src:
+            source = src.read([1, 2, 3])
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8", "crs": "EPSG:32612",
+               "transform": from_origin(528000, 4978000, SAMPLE_RESOLUTION_M, SAMPLE_RESOLUTION_M), "tiled": True,
+               "blockxsize": 512, "blockysize": 512, "compress": "deflate", "photometric": "RGB", "BIGTIFF": "IF_SAFER"}
+    with rasterio.open(target, "w", **profile) as dst:
+        for row in range(0, size, block):
+            for col in range(0, size, block):
+                height, width = min(block, size - row), min(block, size - col)
+                dst.write(mirrored_block(source, row, col, height, width), window=Window(col, row, width, height))
+    return Path(target)

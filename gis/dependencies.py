@@ -30,6 +30,8 @@ from .python_for_pip import pip_command, python_executable
 
 # module name -> pinned requirement; the same pins as requirements.txt (a test keeps them equal).
 REQUIRED = {"torch": "torch==2.14.1", "torchvision": "torchvision==0.29.1", "safetensors": "safetensors==0.8.0"}
+# Needed only to detect on a Dask cluster (CLUSTER); core.cluster says how to install it when it is missing.
+OPTIONAL = {"distributed": "dask[distributed]==2026.8.0"}
 NEVER_INSTALLED = frozenset({"triton"})
 _UNREACHABLE = re.compile(
     r"Failed to establish a new connection|Name or service not known|Temporary failure in name resolution|"

@@ -10,7 +10,7 @@ from ..core.annotations import ImageAnnotations, pixel_boxes_to_map, read_coco, 
 from ..core.errors import AnnotationError
 from ..core.export import ExportSummary, export_training_set
 from ..core.raster import RasterReader
-from .layers import crown_features, crown_fields, layer_boxes, write_crown_layer
+from .layers import layer_boxes, write_crown_layer
 from .review import STATUS_CONFIRMED, existing_reviewed_areas
 from .training_data import annotations_for_rasters
 
@@ -66,8 +66,7 @@ def import_annotations(source: str | QgsVectorLayer, raster: QgsRasterLayer, out
     if len(boxes) == 0:
         raise AnnotationError("there are no boxes to import")
     crs = raster.crs() if raster.crs().isValid() else QgsCoordinateReferenceSystem()
-    features = crown_features(boxes, [None] * len(labels), labels, [STATUS_CONFIRMED] * len(labels), "", crown_fields())
-    return write_crown_layer(output, crs, features)
+    return write_crown_layer(output, crs, boxes, [None] * len(labels), labels, [STATUS_CONFIRMED] * len(labels), "")
 
 
 def export_layer_as_training_set(

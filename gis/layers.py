@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,7 +18,6 @@ from qgis.core import (
     QgsMapLayer,
     QgsProject,
     QgsRectangle,
-    QgsVectorFileWriter,
     QgsVectorLayer,
     QgsWkbTypes,
 )
@@ -28,12 +25,12 @@ from qgis.PyQt.QtCore import QVariant
 from shapely import wkb as shapely_wkb
 from shapely.geometry.base import BaseGeometry
 
+from ..core.crown_layer import CROWNS_LAYER_NAME, write_crown_geopackage
 from ..core.errors import AnnotationError, OutputError
 from ..core.prediction import Detections
 from .resources import CROWNS_STYLE
 from .review import STATUS_PREDICTED
 
-CROWNS_LAYER_NAME = "crowns"
 
 
 def crown_fields() -> QgsFields:
@@ -55,62 +52,39 @@ def detections_crs(detections: Detections) -> QgsCoordinateReferenceSystem:
 
 def crown_features(
     boxes: np.ndarray, scores, labels, statuses, model_path: str, fields: QgsFields
-) -> list[QgsFeature]:
-    """One feature per crown; ``model`` records the checkpoint that found it (the default base for retraining)."""
+) -> Iterator[QgsFeature]:
+    """One feature per crown, made as a sink takes them; ``model`` records the checkpoint that found it."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-    features = []
     for box, score, label, status in zip(boxes, scores, labels, statuses):
         feature = QgsFeature(fields)
         feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(*map(float, box))))
         feature.setAttributes([None if score is None else float(score), label, status, model_path, stamp])
-        features.append(feature)
-    return features
+        yield feature
 
 
-def detection_features(detections: Detections, model_path: str, fields: QgsFields) -> list[QgsFeature]:
+def detection_features(detections: Detections, model_path: str, fields: QgsFields) -> Iterator[QgsFeature]:
     """Features of freshly detected crowns: status ``predicted``."""
     statuses = [STATUS_PREDICTED] * len(detections)
     return crown_features(detections.boxes, detections.scores, detections.labels, statuses, model_path, fields)
 
 
-def write_crown_layer(path: str | Path, crs: QgsCoordinateReferenceSystem, features: list[QgsFeature]) -> Path:
-    """Write a crown GeoPackage atomically: either the whole layer appears at ``path`` or nothing.
+def write_crown_layer(
+    path: str | Path, crs: QgsCoordinateReferenceSystem, boxes: np.ndarray, scores, labels, statuses, model_path: str
+) -> Path:
+    """Write a crown GeoPackage atomically (core.crown_layer): either the whole layer appears at ``path`` or nothing.
 
     Raises:
         OutputError: If the folder is missing or not writable, or GDAL fails to write.
     """
-    path = Path(path)
-    if path.suffix.lower() != ".gpkg":
-        raise OutputError(f"crowns are written as a GeoPackage; give a path ending in .gpkg, not {path.name}")
-    if not path.parent.is_dir():
-        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise OutputError(f"cannot write {path}: folder {path.parent} is not writable; choose another output")
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".gpkg")
-    os.close(handle)
-    os.remove(tmp_name)
-    try:
-        options = QgsVectorFileWriter.SaveVectorOptions()
-        options.driverName = "GPKG"
-        options.layerName = CROWNS_LAYER_NAME
-        writer = QgsVectorFileWriter.create(
-            tmp_name, crown_fields(), QgsWkbTypes.Polygon, crs, QgsProject.instance().transformContext(), options
-        )
-        if writer.hasError() != QgsVectorFileWriter.NoError:
-            raise OutputError(f"cannot write {path}: {writer.errorMessage()}")
-        writer.addFeatures(features)
-        del writer
-        os.replace(tmp_name, path)
-    finally:
-        for leftover in (tmp_name, tmp_name + "-wal", tmp_name + "-shm"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
-    return path
+    crs_wkt = crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL) if crs.isValid() else None
+    return write_crown_geopackage(path, crs_wkt, boxes, scores, labels, statuses, model_path)
 
 
 def write_detections(detections: Detections, path: str | Path, model_path: str) -> Path:
-    """Write detected crowns to a GeoPackage atomically (see :func:`write_crown_layer`)."""
-    return write_crown_layer(path, detections_crs(detections), detection_features(detections, model_path, crown_fields()))
+    """Write detected crowns to a GeoPackage atomically, in batches (see core.crown_layer)."""
+    statuses = [STATUS_PREDICTED] * len(detections)
+    return write_crown_geopackage(path, detections.raster.crs_wkt, detections.boxes, detections.scores,
+                                  detections.labels, statuses, model_path)
 
 
 def open_crowns_layer(path: str | Path, name: str) -> QgsVectorLayer:

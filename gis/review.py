@@ -25,9 +25,9 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from ..core.crown_layer import STATUS_PREDICTED
 from ..core.errors import OutputError
 
-STATUS_PREDICTED = "predicted"
 STATUS_CONFIRMED = "confirmed"
 STATUS_ADDED = "added"
 STATUS_EDITED = "edited"

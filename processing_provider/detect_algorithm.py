@@ -9,6 +9,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFile,
@@ -19,6 +20,7 @@ from qgis.core import (
 )
 
 from ..core.checkpoint import load_checkpoint
+from ..core.cluster import parse_cluster, use_worker_python
 from ..core.errors import Cancelled, TreecrownsError
 from ..core.mosaic import tiles_in
 from ..core.prediction import DetectionSettings, Device, detect, uses_views
@@ -26,6 +28,7 @@ from ..core.raster import RasterReader
 from ..gis.feedback import from_processing
 from ..gis.layers import crown_fields, detection_features, detections_crs
 from ..gis.output_checks import remove_output_file
+from ..gis.python_for_pip import python_executable
 from ..gis.resources import CROWNS_STYLE, model_path_or_bundled
 from .base import TreecrownsAlgorithm, check_output_file, write_to_sink
 from .styling import style_on_load
@@ -48,6 +51,7 @@ class DetectAlgorithm(TreecrownsAlgorithm):
     RESAMPLE = "RESAMPLE"
     BANDS = "BANDS"
     VIEWS = "VIEWS"
+    CLUSTER = "CLUSTER"
     CROWN_COUNT = "CROWN_COUNT"
 
     NAME = "detect"
@@ -59,7 +63,10 @@ class DetectAlgorithm(TreecrownsAlgorithm):
         "DeepForest model; leave it empty for the bundled model. Thresholds and patch size of 0 mean "
         "'as the checkpoint says'. The raster is resampled to the model's ground resolution unless RESAMPLE is off. "
         "VIEWS: the model can also look at every patch turned four ways and fuse what it finds, "
-        "several times slower and usually more accurate; the checkpoint says which way it was calibrated for."
+        "several times slower and usually more accurate; the checkpoint says which way it was calibrated for. "
+        "CLUSTER spreads the work over Dask workers: empty runs here, local:N starts N worker processes on this "
+        "machine, tcp://host:port uses a running Dask scheduler whose workers can open the raster and the model "
+        "at the same paths (see the README)."
     )
 
     def initAlgorithm(self, config=None) -> None:
@@ -105,6 +112,11 @@ class DetectAlgorithm(TreecrownsAlgorithm):
                 defaultValue=0,
             )
         )
+        cluster = QgsProcessingParameterString(
+            self.CLUSTER, "Dask cluster: empty (this process), local:N or tcp://host:port", optional=True
+        )
+        cluster.setFlags(cluster.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(cluster)
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Tree crowns", QgsProcessing.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputNumber(self.CROWN_COUNT, "Number of crowns"))
 
@@ -119,6 +131,23 @@ class DetectAlgorithm(TreecrownsAlgorithm):
         if len(bands) != 3:
             raise QgsProcessingException(f"BANDS must name exactly three bands (red, green, blue), not {text!r}")
         return bands  # type: ignore[return-value]
+
+    @staticmethod
+    def _cluster(text: str) -> str:
+        """The cluster, checked; local workers are started with the Python QGIS runs (not sys.executable)."""
+        try:
+            spec = parse_cluster(text or "")
+        except TreecrownsError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        if spec is not None and spec.local_workers:
+            python = python_executable()
+            if python is None:
+                raise QgsProcessingException(
+                    "cannot find the Python interpreter QGIS runs, to start local workers with; "
+                    "start a Dask scheduler and workers yourself and give CLUSTER as tcp://host:port"
+                )
+            use_worker_python(python)
+        return text.strip() if text else ""
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS hook
         """A folder of tiles is a valid INPUT; a file that GDAL cannot open is named as such, not "not found".
@@ -165,6 +194,7 @@ class DetectAlgorithm(TreecrownsAlgorithm):
             bands=self._bands(self.parameterAsString(parameters, self.BANDS, context)),
             test_time_augmentation=VIEW_CHOICES[self.parameterAsEnum(parameters, self.VIEWS, context)],
         )
+        cluster = self._cluster(self.parameterAsString(parameters, self.CLUSTER, context))
         destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         check_output_file(destination, context)
         progress, should_stop = from_processing(feedback)
@@ -175,7 +205,9 @@ class DetectAlgorithm(TreecrownsAlgorithm):
                 f"{model.metadata.ground_resolution_m} m per pixel, {model.metadata.patch_size} px patches, "
                 f"{model.metadata.views_description() + ', fused,' if uses_views(model, settings) else 'one view'} per patch"
             )
-            detections = detect(source, model, settings, progress, should_stop)
+            if cluster:
+                feedback.pushInfo(f"Detecting on the Dask cluster {cluster}")
+            detections = detect(source, model, settings, progress, should_stop, cluster=cluster)
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from exc
         except TreecrownsError as exc:

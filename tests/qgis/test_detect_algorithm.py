@@ -124,3 +124,23 @@ def test_the_log_gets_a_line_every_tenth_of_the_run_not_every_batch(tmp_path):
                                          "BATCH_SIZE": 1}, feedback=Recording())
     progress = [line for line in lines if " ha, " in line]
     assert 5 <= len(progress) <= 11 and progress[-1] == "1.8 of 1.8 ha, done", progress
+
+
+def test_a_cluster_name_that_is_not_understood_is_refused_with_the_forms_it_takes(osbs_plot, tmp_path):
+    with pytest.raises(QgsProcessingException, match="local:N .* tcp://host:port"):
+        processing.run("treecrowns:detect", {"INPUT": str(osbs_plot.image), "CLUSTER": "my-cluster",
+                                             "OUTPUT": str(tmp_path / "c.gpkg")})
+    assert not (tmp_path / "c.gpkg").exists()
+
+
+def test_cancel_from_qgis_stops_a_run_on_local_dask_workers_and_writes_nothing(tmp_path):
+    from qgis.core import QgsProcessingFeedback
+
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda percent: feedback.cancel() if percent > 0 else None)
+    raster = write_raster(tmp_path / "tall.tif", 1200, 12000)  # 4 x 35 windows: three blocks at one view
+    with pytest.raises(QgsProcessingException, match="cancelled"):
+        processing.run("treecrowns:detect", {"INPUT": str(raster), "OUTPUT": str(tmp_path / "c.gpkg"), "VIEWS": 1,
+                                             "CLUSTER": "local:2"}, feedback=feedback)
+    assert feedback.progress() < 100
+    assert not (tmp_path / "c.gpkg").exists()

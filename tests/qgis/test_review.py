@@ -12,7 +12,7 @@ from treecrowns.core.annotations import read_deepforest_csv
 from treecrowns.core.errors import AnnotationError
 from treecrowns.gis import review
 from treecrowns.gis.import_export import export_layer_as_training_set, import_annotations
-from treecrowns.gis.layers import crown_features, crown_fields, open_crowns_layer, write_crown_layer
+from treecrowns.gis.layers import open_crowns_layer, write_crown_layer
 from treecrowns.core.training import trainable_crowns
 from treecrowns.gis.training_data import annotations_for_rasters
 
@@ -21,10 +21,10 @@ from treecrowns.gis.training_data import annotations_for_rasters
 def crowns(tmp_path):
     """A crown layer of four predicted crowns with known scores."""
     boxes = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]], dtype=float)
-    features = crown_features(boxes, [0.9, 0.2, 0.5, 0.1], ["Tree"] * 4, ["predicted"] * 4, "m.safetensors", crown_fields())
     from qgis.core import QgsCoordinateReferenceSystem
 
-    path = write_crown_layer(tmp_path / "crowns.gpkg", QgsCoordinateReferenceSystem("EPSG:32618"), features)
+    path = write_crown_layer(tmp_path / "crowns.gpkg", QgsCoordinateReferenceSystem("EPSG:32618"), boxes,
+                             [0.9, 0.2, 0.5, 0.1], ["Tree"] * 4, ["predicted"] * 4, "m.safetensors")
     return open_crowns_layer(path, "crowns")
 
 
