@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,52 @@ def _band_scaling(dataset: rasterio.DatasetReader, bands: tuple[int, int, int]) 
     return BandScaling(tuple(float(v) for v in low), tuple(float(v) for v in gains))  # type: ignore[arg-type]
 
 
+class _BlockCacheLimit:
+    """GDAL's block cache held to what reading one raster window by window needs, while a reader is open.
+
+    GDAL keeps every block it decodes until its cache (5 % of the machine's memory by default, 1.2 GB
+    on 24 GB) is full, so a run over a whole orthophoto would grow by that much. Windows are read in
+    rows, so three rows of blocks across the raster are all that is read again. The cache is
+    process-wide (QGIS shares it): the smaller limit holds while any reader is open, then the
+    previous one comes back.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[int, int] = {}  # reader id -> bytes it needs
+        self._before: int | None = None
+
+    def hold(self, reader_id: int, needed_bytes: int) -> None:
+        from osgeo import gdal  # the same GDAL library as rasterio's
+
+        with self._lock:
+            if self._before is None:
+                self._before = gdal.GetCacheMax()
+            self._open[reader_id] = needed_bytes
+            gdal.SetCacheMax(min(self._before, max(self._open.values())))
+
+    def release(self, reader_id: int) -> None:
+        from osgeo import gdal
+
+        with self._lock:
+            if self._open.pop(reader_id, None) is None or self._before is None:
+                return
+            gdal.SetCacheMax(min(self._before, max(self._open.values())) if self._open else self._before)
+            if not self._open:
+                self._before = None
+
+
+_BLOCK_CACHE = _BlockCacheLimit()
+_MIN_BLOCK_CACHE_BYTES = 64 * 2**20
+
+
+def block_cache_bytes(dataset: rasterio.DatasetReader) -> int:
+    """Three rows of blocks across the raster (at least 64 MB): what a row of windows reads again."""
+    block_height = max(dataset.block_shapes[0][0], 256)
+    item_size = np.dtype(dataset.dtypes[0]).itemsize
+    return max(_MIN_BLOCK_CACHE_BYTES, 3 * block_height * dataset.width * dataset.count * item_size)
+
+
 class RasterReader:
     """An open raster that hands out scaled, resampled RGB windows.
 
@@ -202,6 +249,7 @@ class RasterReader:
             if self._mosaic_folder is not None:
                 self._mosaic_folder.cleanup()
             raise RasterError(f"cannot read {path} as a raster ({exc}); is it a GeoTIFF or other GDAL image?") from exc
+        _BLOCK_CACHE.hold(id(self), block_cache_bytes(self._dataset))
         try:
             _check_north_up(self._dataset)
             chosen = _choose_bands(self._dataset, bands)
@@ -233,6 +281,7 @@ class RasterReader:
 
     def close(self) -> None:
         self._dataset.close()
+        _BLOCK_CACHE.release(id(self))
         if self._mosaic_folder is not None:
             self._mosaic_folder.cleanup()
             self._mosaic_folder = None

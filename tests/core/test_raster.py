@@ -105,3 +105,22 @@ def test_single_band_raster_is_refused(tmp_path):
         dst.write(np.zeros((1, 10, 10), dtype=np.uint8))
     with pytest.raises(RasterError, match="RGB"):
         RasterReader(path)
+
+
+def test_gdal_keeps_a_few_rows_of_blocks_while_a_raster_is_read_then_its_own_cache_size_again(tmp_path):
+    """GDAL's default cache (5 % of memory) would otherwise fill with every block of a whole orthophoto."""
+    import rasterio
+    from osgeo import gdal
+
+    from treecrowns.core.raster import block_cache_bytes
+
+    path = write_raster(tmp_path / "wide.tif", 2000, 300)
+    before = gdal.GetCacheMax()
+    with RasterReader(path) as reader:
+        with rasterio.open(path) as dataset:
+            assert gdal.GetCacheMax() == min(before, block_cache_bytes(dataset)) < before
+        with RasterReader(path):
+            pass
+        assert gdal.GetCacheMax() < before, "a second reader closing does not lift the first one's limit"
+        reader.read(Window(0, 0, 100, 100), 100, 100)
+    assert gdal.GetCacheMax() == before
