@@ -168,9 +168,9 @@ def detect_in_views(network: torch.nn.Module, images: torch.Tensor) -> list[dict
     for i in range(count):
         per_view = [outputs[v * count + i] for v in range(len(ROTATIONS))]
         boxes = np.concatenate(
-            [undo_symmetry(out["boxes"].cpu().numpy(), symmetry, size) for out, symmetry in zip(per_view, ROTATIONS)]
+            [undo_symmetry(out["boxes"].float().cpu().numpy(), symmetry, size) for out, symmetry in zip(per_view, ROTATIONS)]
         )
-        scores = np.concatenate([out["scores"].cpu().numpy() for out in per_view])
+        scores = np.concatenate([out["scores"].float().cpu().numpy() for out in per_view])
         labels = np.concatenate([out["labels"].cpu().numpy() for out in per_view])
         view_ids = np.concatenate([np.full(len(out["scores"]), v) for v, out in enumerate(per_view)])
         fused_boxes, fused_scores, fused_labels = fuse_views(boxes, scores, labels, view_ids, len(ROTATIONS))

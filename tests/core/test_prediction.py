@@ -1,5 +1,7 @@
 """Tiled detection end to end, with a stand-in network that finds the synthetic crowns exactly."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -100,3 +102,16 @@ def test_merge_keeps_overlapping_crowns_of_different_classes():
     boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], dtype=float)
     kept = merge_window_detections(boxes, np.array([0.9, 0.8]), np.array([0, 1]), np.array([False, False]), 0.3)
     assert kept.tolist() == [0, 1]
+
+
+def test_mixed_precision_finds_the_crowns_of_full_precision(osbs_plot):
+    """The GPU's 16-bit path, run on the CPU (bfloat16): the same crowns, scores within a few hundredths."""
+    from treecrowns.core.boxes import iou_matrix
+    from treecrowns.core.checkpoint import load_checkpoint
+    bundled = Path(__file__).resolve().parents[2] / "resources" / "models" / "treecrowns-neon-lite.safetensors"
+    model = load_checkpoint(bundled)
+    full = detect(str(osbs_plot.image), model, DetectionSettings(device="cpu", mixed_precision=False))
+    half = detect(str(osbs_plot.image), model, DetectionSettings(device="cpu", mixed_precision=True))
+    assert len(full) > 20
+    matched = iou_matrix(full.boxes, half.boxes).max(axis=1) > 0.9
+    assert matched.mean() >= 0.9 and abs(len(half) - len(full)) <= 0.1 * len(full)
