@@ -30,5 +30,5 @@ if [ "${1:-}" = "--leave-one-site-out" ]; then
     $python model/leave_one_site_out.py --train --json $models/leave-one-site-out.json
 fi
 $python model/score_sample_plots.py --json $models/sample_plots.json --pictures $models/samples
-$python model/benchmark_speed.py --json $models/benchmark.json
+$python benchmarks/detection_speed.py --json $models/benchmark.json
 $python model/write_model_card.py

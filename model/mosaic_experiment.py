@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.transform import from_origin
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 sys.path.insert(0, str(REPO / "model"))
 
-from benchmark_speed import write_mosaic  # noqa: E402
 from treecrowns.core.annotations import ImageAnnotations, read_deepforest_csv  # noqa: E402
 from treecrowns.core.checkpoint import LoadedModel, load_checkpoint  # noqa: E402
 from treecrowns.core.evaluation import evaluate  # noqa: E402
@@ -49,6 +49,15 @@ SWEEP = (0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3)
 
 Found = dict[str, tuple[np.ndarray, np.ndarray]]  # plot path -> (boxes in plot pixels, scores)
 
+
+
+def write_mosaic(canvas: np.ndarray, target: Path) -> Path:
+    """A (3, rows, cols) uint8 canvas of NEON plots as a tiled 10 cm GeoTIFF (an arbitrary UTM origin)."""
+    profile = {"driver": "GTiff", "width": canvas.shape[2], "height": canvas.shape[1], "count": 3, "dtype": "uint8",
+               "crs": "EPSG:32618", "transform": from_origin(730000, 4700000, 0.1, 0.1), "tiled": True}
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(canvas)
+    return target
 
 def plot_shape(path: str) -> tuple[int, int]:
     """Rows and columns of a plot image, read from its header."""

@@ -8,7 +8,7 @@ Reads, all in resources/models/: the checkpoint and its training history, valida
 (model/evaluate_model.py --resolutions 0.05,0.1,0.2 --json), leave-one-site-out.json
 (model/leave_one_site_out.py --json; sites not run yet are listed as such), recipes.json
 (the same estimate for other recipes, written by hand from their runs), benchmark.json
-(model/benchmark_speed.py --json) and sample_plots.json (model/score_sample_plots.py --json). Every figure on the card comes from
+(benchmarks/detection_speed.py --json) and sample_plots.json (model/score_sample_plots.py --json). Every figure on the card comes from
 these files, so the card cannot drift from what was measured.
 """
 
