@@ -9,7 +9,8 @@ window) is filled with the deepforest package's Yellowstone sample crop, mirrore
 neighbouring copies meet without seams. Each raster is detected by a fresh
 ``scripts/qgis-process run treecrowns:detect`` (the shipped defaults, except ``--views``), and
 the peak resident memory of that process is read from the kernel's record of the finished
-child (``ru_maxrss``). Prints, per size: hectares, seconds, crowns and peak memory, then the
+child (``ru_maxrss``); the memory of the process tree is also sampled every second, and the
+largest figure up to each tenth of the run printed. Prints, per size: hectares, seconds, crowns and peak memory, then the
 ratio of the largest peak to the smallest. The rasters are written to a temporary folder
 (``--keep`` keeps them); a 40,000 px raster takes about 3 GB on disk.
 """
@@ -32,27 +33,45 @@ from treecrowns.core.sample_data import write_mirrored_orthophoto  # noqa: E402
 
 
 def detect_and_measure(raster: Path, output: Path, views: int) -> dict:
-    """Run treecrowns:detect in its own process; its seconds, crowns and peak memory."""
+    """Run treecrowns:detect in its own process; its seconds, crowns, peak memory and memory over the run.
+
+    The process tree's resident memory is sampled every second (psutil), so that the peak can be
+    placed in the run: growing with the ground covered, or at the start or the end.
+    """
+    import psutil
+
     started = time.perf_counter()
-    done = subprocess.run(
+    child = subprocess.Popen(
         [str(REPO / "scripts" / "qgis-process"), "--json", "run", "treecrowns:detect", "--", f"INPUT={raster}",
          f"OUTPUT={output}", f"VIEWS={views}"],
-        capture_output=True, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    samples: list[tuple[float, float]] = []
+    watched = psutil.Process(child.pid)
+    while child.poll() is None:
+        try:
+            tree = [watched, *watched.children(recursive=True)]
+            samples.append((time.perf_counter() - started, sum(p.memory_info().rss for p in tree) / 2**20))
+        except psutil.Error:
+            pass
+        time.sleep(1.0)
+    stdout, stderr = child.communicate()
     seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"detection failed on {raster}:\n{done.stderr[-3000:]}")
+    if child.returncode != 0:
+        raise SystemExit(f"detection failed on {raster}:\n{stderr[-3000:]}")
     # ru_maxrss of the children is the largest any one child reached: here the qgis_process run just ended.
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    crowns = json.loads(done.stdout[done.stdout.index("{"):])["results"]["CROWN_COUNT"]
-    return {"seconds": round(seconds, 1), "crowns": int(crowns), "peak_mb": round(peak_mb)}
+    crowns = json.loads(stdout[stdout.index("{"):])["results"]["CROWN_COUNT"]
+    by_tenth = [round(max((mb for t, mb in samples if t <= seconds * tenth / 10), default=0)) for tenth in range(1, 11)]
+    return {"seconds": round(seconds, 1), "crowns": int(crowns), "peak_mb": round(peak_mb),
+            "largest_mb_by_tenth_of_run": by_tenth}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="4000,40000", help="raster sides in pixels, smallest first")
     parser.add_argument("--views", type=int, default=0, help="treecrowns:detect VIEWS (0: as the checkpoint says)")
-    parser.add_argument("--keep", type=Path, help="keep the rasters and crown layers in this folder")
+    parser.add_argument("--keep", type=Path, help="keep the rasters and crown layers in this folder (and reuse them)")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     with tempfile.TemporaryDirectory() as scratch:
@@ -60,7 +79,9 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         rows = []
         for size in sizes:
-            raster = write_mirrored_orthophoto(size, folder / f"orthophoto_{size}.tif")
+            raster = folder / f"orthophoto_{size}.tif"
+            if not raster.exists():  # kept from an earlier run with --keep
+                write_mirrored_orthophoto(size, raster)
             figures = detect_and_measure(raster, folder / f"crowns_{size}.gpkg", args.views)
             # Children's peaks only grow: a smaller raster measured first keeps its own figure.
             rows.append({"size_px": size, "hectares": size * size * 0.01 / 10_000, **figures})

@@ -184,7 +184,7 @@ class _BlockCacheLimit:
 
     GDAL keeps every block it decodes until its cache (5 % of the machine's memory by default, 1.2 GB
     on 24 GB) is full, so a run over a whole orthophoto would grow by that much. Windows are read in
-    rows, so three rows of blocks across the raster are all that is read again. The cache is
+    rows, so two rows of blocks across the raster are all that is read again. The cache is
     process-wide (QGIS shares it): the smaller limit holds while any reader is open, then the
     previous one comes back.
     """
@@ -215,14 +215,17 @@ class _BlockCacheLimit:
 
 
 _BLOCK_CACHE = _BlockCacheLimit()
-_MIN_BLOCK_CACHE_BYTES = 64 * 2**20
+_MIN_BLOCK_CACHE_BYTES = 32 * 2**20
+# Rows of the raster whose blocks stay cached: a row of windows (400 rows at 10 cm for the bundled
+# model) spans at most two rows of 512-row blocks, and the next row of windows reuses them.
+_CACHED_ROWS = 1024
 
 
 def block_cache_bytes(dataset: rasterio.DatasetReader) -> int:
-    """Three rows of blocks across the raster (at least 64 MB): what a row of windows reads again."""
-    block_height = max(dataset.block_shapes[0][0], 256)
+    """Two rows of blocks (at least 1,024 rows) across the raster, at least 32 MB: what rows of windows read again."""
+    rows = max(2 * dataset.block_shapes[0][0], _CACHED_ROWS)
     item_size = np.dtype(dataset.dtypes[0]).itemsize
-    return max(_MIN_BLOCK_CACHE_BYTES, 3 * block_height * dataset.width * dataset.count * item_size)
+    return max(_MIN_BLOCK_CACHE_BYTES, rows * dataset.width * dataset.count * item_size)
 
 
 class RasterReader:

@@ -5,7 +5,7 @@
 # two at a time).
 # Stopped part-way, the same command goes on from each training's last finished epoch.
 #
-#   model/build_bundled_model.sh [--leave-one-site-out]
+#   model/build_bundled_model.sh [--leave-one-site-out | --site-folds]
 #
 # Writes resources/models/: the checkpoint and its history, validation.json, benchmark.json,
 # leave-one-site-out.json (with the option), sample_plots.json with the pictures in samples/
@@ -28,6 +28,10 @@ if [ "${1:-}" = "--leave-one-site-out" ]; then
         if [ -e "$history" ]; then rm -f "${history%.history.json}".*; fi
     done
     $python model/leave_one_site_out.py --train --json $models/leave-one-site-out.json
+fi
+if [ "${1:-}" = "--site-folds" ]; then
+    # The four trainings without one fold of sites each (about 1.5 hours each, two at a time).
+    $python model/site_folds.py --train --json $models/site_folds.json
 fi
 $python model/score_sample_plots.py --json $models/sample_plots.json --pictures $models/samples
 $python benchmarks/detection_speed.py --json $models/benchmark.json

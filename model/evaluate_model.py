@@ -18,6 +18,7 @@ import json
 import sys
 import tempfile
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +27,44 @@ from rasterio.enums import Resampling
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
+sys.path.insert(0, str(REPO / "model"))
 
-from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
 from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
+from plots import LABELLED_FOLDERS, detectable, read_plots  # noqa: E402
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "neon"
+DEFAULT_DATA = ",".join(str(folder) for folder in LABELLED_FOLDERS)  # every labelled folder, comma-separated
 DEFAULT_MODEL = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
+# Plots without georeference are detected through a GeoTIFF copy that states their pixel size, made once.
+PLACED_COPIES = REPO / "output" / "placed-plots"
 
 
-def plots_by_name(data: Path) -> dict:
-    """The annotated plots in ``data``/annotations.csv, by file name (``SITE_NNN.tif``)."""
-    return {Path(i.image_path).name: i for i in read_deepforest_csv(data / "annotations.csv")}
+def plots_by_name(data: Path | str = DEFAULT_DATA) -> dict:
+    """The annotated plots of ``data`` (a folder, or folders separated by commas), by file name.
+
+    A plot without georeference comes back with its image path pointing at a copy that states its
+    pixel size (model/plots.detectable), so that detection reads it at its real resolution.
+    """
+    items = {}
+    for folder in str(data).split(","):
+        for plot in read_plots(Path(folder)):
+            PLACED_COPIES.mkdir(parents=True, exist_ok=True)
+            placed = PLACED_COPIES / f"{plot.name}.tif"
+            if plot.crowns.pixel_size_m is not None and not placed.exists():
+                detectable(plot, PLACED_COPIES)
+            path = placed if plot.crowns.pixel_size_m is not None else Path(plot.crowns.image_path)
+            items[Path(plot.crowns.image_path).name] = replace(plot.crowns, image_path=str(path))
+            SITE_OF[Path(plot.crowns.image_path).name] = plot.site
+    return items
+
+
+# Plot file name -> NEON site, from plots.csv (names such as 2018_SJER_3_... do not start with it).
+SITE_OF: dict[str, str] = {}
+
+
+def site_of(name: str) -> str:
+    return SITE_OF.get(name, name.split("_")[0])
 
 
 def resampled_copy(path: str, resolution: float, folder: Path) -> tuple[str, float]:
@@ -78,7 +104,7 @@ def plot_names(model, items: dict, choice: str) -> list[str]:
     elif choice == "all":
         names = sorted(items)
     elif choice.startswith("site:"):
-        names = sorted(n for n in items if n.split("_")[0] == choice[len("site:"):])
+        names = sorted(n for n in items if site_of(n) == choice[len("site:"):])
     else:
         names = choice.split(",")
     missing = [n for n in names if n not in items]
@@ -101,7 +127,7 @@ def score_plots(
         found = detect(path, model, settings)
         predicted[name] = found.pixel_boxes / scale
         reference[name] = item.boxes
-        sites[name.split("_")[0]].append(name)
+        sites[site_of(name)].append(name)
         if pictures is not None:
             pictures.mkdir(parents=True, exist_ok=True)
             draw(item.image_path, predicted[name], item.boxes, pictures / f"{Path(name).stem}.png")
@@ -123,7 +149,7 @@ def print_table(title: str, table: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", default=DEFAULT_DATA, help="data folders, comma-separated (default: every labelled folder)")
     parser.add_argument("--plots", default="validation", help="'validation' (the checkpoint's held-out plots), 'all', 'site:HARV' (every plot of a site), or names")
     parser.add_argument("--resolutions", default="0.1", help="comma-separated metres per pixel")
     parser.add_argument("--pictures", type=Path, help="folder for PNGs of predictions (red) and reference crowns (cyan)")
