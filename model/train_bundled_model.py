@@ -4,9 +4,9 @@ Usage (from the repository root, after scripts/setup.sh):
 
     .venv/bin/python model/train_bundled_model.py
 
-``--data`` names the data folders (default since 2026-12-01: ``neon,neontree-rf416``, the 4 sites of
-shared/data/neon and the 16-site NeonTreeEvaluation export, whose plots carry no georeference and
-are read at the pixel size their plots.csv gives; 20 epochs). Whole plots are held out
+``--data`` names the data folders (default: shared/data/neon; ``--data
+neon,neontree-rf416`` adds the 16-site NeonTreeEvaluation export, whose plots carry no
+georeference and are read at the pixel size their plots.csv gives). Whole plots are held out
 for validation (every fifth plot of each site, in name order, both flight years of a plot on
 the same side); the rest are training data. Seeded: a rerun with the same number of CPU
 threads gives the same checkpoint, bit for bit (``--threads``; the checkpoint records
@@ -81,8 +81,7 @@ from treecrowns.core.training_state import history_path_beside, state_path_besid
 from calibrate_model import view_scales_option  # noqa: E402
 from plots import SHARED_DATA, Plot, held_out_every, read_plots  # noqa: E402
 
-# Every labelled folder: 4 sites in raw NEON colour, 16 in the contrast-equalised NeonTreeEvaluation export.
-DEFAULT_DATA = "neon,neontree-rf416"
+DEFAULT_DATA = "neon"
 OUTPUT = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
 
 
@@ -125,7 +124,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         "output/leave-one-site-out/without-SITE.safetensors with --leave-out-site)")
     parser.add_argument("--leave-out-site",
                         help="train without this site, or these comma-separated sites, to estimate unseen-site accuracy")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=0.02)
