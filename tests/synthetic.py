@@ -1,4 +1,4 @@
-"""Small seeded synthetic GeoTIFFs: textured ground with bright square crowns at known pixels."""
+"""Small seeded synthetic GeoTIFFs (textured ground with bright square crowns at known pixels), and tiles cut from a raster."""
 
 from __future__ import annotations
 
@@ -123,3 +123,19 @@ def oracle_model(ground_resolution_m: float = 0.1, patch_size: int = 100):
         architecture={"family": "test-oracle"}, labels=("Tree",), ground_resolution_m=ground_resolution_m, patch_size=patch_size
     )
     return LoadedModel(BrightSquareDetector(), metadata)  # type: ignore[arg-type]
+
+
+def cut_into_tiles(raster: Path, folder: Path, tile_width: int, tile_height: int) -> Path:
+    """Cut ``raster`` into GeoTIFF tiles in a new ``folder``, as an orthophoto series comes (the last row and column smaller)."""
+    from rasterio.windows import Window
+
+    folder.mkdir()
+    with rasterio.open(raster) as src:
+        for row in range(0, src.height, tile_height):
+            for col in range(0, src.width, tile_width):
+                window = Window(col, row, min(tile_width, src.width - col), min(tile_height, src.height - row))
+                profile = {**src.profile, "width": window.width, "height": window.height,
+                           "transform": src.window_transform(window)}
+                with rasterio.open(folder / f"tile_{row:04d}_{col:04d}.tif", "w", **profile) as dst:
+                    dst.write(src.read(window=window))
+    return folder

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
-from rasterio.windows import Window
+from synthetic import cut_into_tiles
 from treecrowns.core import prediction
 from treecrowns.core.boxes import iou_matrix
 from treecrowns.core.checkpoint import load_checkpoint
@@ -29,16 +28,7 @@ def tiles(tmp_path_factory):
     """A 2,400 px, 10 cm orthophoto cut into four tiles: 49 windows of the bundled model."""
     folder = tmp_path_factory.mktemp("cluster")
     mosaic = write_mirrored_orthophoto(2400, folder / "mosaic.tif")
-    tile_folder = folder / "tiles"
-    tile_folder.mkdir()
-    with rasterio.open(mosaic) as src:
-        for row in (0, 1200):
-            for col in (0, 1200):
-                window = Window(col, row, 1200, 1200)
-                profile = {**src.profile, "width": 1200, "height": 1200, "transform": src.window_transform(window)}
-                with rasterio.open(tile_folder / f"tile_{row}_{col}.tif", "w", **profile) as dst:
-                    dst.write(src.read(window=window))
-    return tile_folder
+    return cut_into_tiles(mosaic, folder / "tiles", 1200, 1200)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from synthetic import oracle_model, write_raster
+from synthetic import cut_into_tiles, oracle_model, write_raster
 from treecrowns.core.errors import RasterError
 from treecrowns.core.mosaic import tiles_in, write_mosaic_vrt
 from treecrowns.core.prediction import DetectionSettings, detect
@@ -14,26 +14,13 @@ from treecrowns.core.prediction import DetectionSettings, detect
 CROWNS = [(135, 20, 30), (20, 85, 30), (140, 90, 24), (200, 150, 20), (60, 30, 20)]
 
 
-def cut_into_tiles(mosaic, folder, size_x=150, size_y=100):
-    folder.mkdir()
-    with rasterio.open(mosaic) as src:
-        for row in range(0, src.height, size_y):
-            for col in range(0, src.width, size_x):
-                window = Window(col, row, min(size_x, src.width - col), min(size_y, src.height - row))
-                profile = {**src.profile, "width": window.width, "height": window.height,
-                           "transform": src.window_transform(window)}
-                with rasterio.open(folder / f"tile_{row:04d}_{col:04d}.tif", "w", **profile) as dst:
-                    dst.write(src.read(window=window))
-    return folder
-
-
 def rounded(boxes):
     return sorted(tuple(round(float(v), 6) for v in box) for box in boxes)
 
 
 def test_a_folder_of_tiles_gives_the_crowns_of_the_mosaic_once_and_whole(tmp_path):
     mosaic = write_raster(tmp_path / "mosaic.tif", 300, 200, CROWNS)
-    folder = cut_into_tiles(mosaic, tmp_path / "tiles")
+    folder = cut_into_tiles(mosaic, tmp_path / "tiles", 150, 100)
     assert len(tiles_in(folder)) == 4
     model = oracle_model(patch_size=100)
     whole = detect(str(mosaic), model, DetectionSettings(overlap=0.4))
@@ -47,7 +34,7 @@ def test_a_folder_of_tiles_gives_the_crowns_of_the_mosaic_once_and_whole(tmp_pat
 
 def test_gaps_between_tiles_are_read_as_black_and_hold_no_crown(tmp_path):
     mosaic = write_raster(tmp_path / "mosaic.tif", 300, 200, CROWNS)
-    folder = cut_into_tiles(mosaic, tmp_path / "tiles")
+    folder = cut_into_tiles(mosaic, tmp_path / "tiles", 150, 100)
     (folder / "tile_0100_0150.tif").unlink()  # the lower right tile is missing
     vrt = write_mosaic_vrt(tiles_in(folder), tmp_path / "gappy.vrt")
     with rasterio.open(vrt) as dataset:

@@ -44,18 +44,9 @@ def test_qgis_process_reports_bad_input_with_an_error_code(tmp_path):
 
 def test_qgis_process_detects_on_a_folder_of_tiles_as_on_the_orthophoto_they_were_cut_from(osbs_plot, tmp_path):
     """OSBS_029 cut into four tiles: the folder gives the plot's crowns, those on tile borders once."""
-    import rasterio
-    from rasterio.windows import Window
+    from synthetic import cut_into_tiles
 
-    tiles = tmp_path / "tiles"
-    tiles.mkdir()
-    with rasterio.open(osbs_plot.image) as src:
-        for row in (0, 200):
-            for col in (0, 200):
-                window = Window(col, row, 200, 200)
-                profile = {**src.profile, "width": 200, "height": 200, "transform": src.window_transform(window)}
-                with rasterio.open(tiles / f"OSBS_029_{row}_{col}.tif", "w", **profile) as dst:
-                    dst.write(src.read(window=window))
+    tiles = cut_into_tiles(osbs_plot.image, tmp_path / "tiles", 200, 200)
     counts = {}
     # The tiles are also detected by two local Dask workers: the same crowns as this process finds.
     for name, source, cluster in (("plot", osbs_plot.image, ""), ("tiles", tiles, ""), ("cluster", tiles, "local:2")):
