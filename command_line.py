@@ -16,7 +16,7 @@ from pathlib import Path
 from .core.checkpoint import load_checkpoint
 from .core.crown_layer import STATUS_PREDICTED, check_destination, write_crown_geopackage
 from .core.errors import Cancelled, TreecrownsError
-from .core.prediction import DetectionSettings, Device, detect
+from .core.prediction import DetectionSettings, Device, detect, every_tenth
 
 BUNDLED_MODEL = Path(__file__).resolve().parent / "resources" / "models" / "treecrowns-neon-lite.safetensors"
 VIEWS = {"checkpoint": None, "one": False, "fused": True}
@@ -43,13 +43,6 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _progress(fraction: float, message: str, said: list[int]) -> None:
-    tenth = int(fraction * 10)
-    if tenth > said[0]:
-        said[0] = tenth
-        print(message, file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     """Detect and write; the number of crowns written."""
     check_destination(args.output.resolve())
@@ -64,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
         device=Device(args.device), bands=bands, test_time_augmentation=VIEWS[args.views],
     )
     model = load_checkpoint(args.model)
-    said = [-1]
-    found = detect(args.orthophoto, model, settings, lambda f, m: _progress(f, m, said), cluster=args.cluster)
+    to_stderr = every_tenth(lambda message: print(message, file=sys.stderr, flush=True))
+    found = detect(args.orthophoto, model, settings, to_stderr, cluster=args.cluster)
     for warning in found.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
     write_crown_geopackage(args.output, found.raster.crs_wkt, found.boxes, found.scores, found.labels,

@@ -405,6 +405,22 @@ def find_in_windows(
     return RawCrowns.concatenate(found)
 
 
+def every_tenth(say: Callable[[str], None]) -> ProgressCallback:
+    """A progress callback that passes on a message once per tenth of the run, not once per batch.
+
+    For logs and terminals: a large orthophoto has thousands of batches.
+    """
+    said = [-1]
+
+    def progress(fraction: float, message: str) -> None:
+        tenth = int(fraction * 10)
+        if tenth > said[0]:
+            said[0] = tenth
+            say(message)
+
+    return progress
+
+
 class WindowCounter:
     """Progress over every window of every scale, told as ground covered and time left."""
 

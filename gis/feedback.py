@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingFeedback, QgsTask
 
-from ..core.prediction import ProgressCallback, StopCheck
+from ..core.prediction import ProgressCallback, StopCheck, every_tenth
 
 
 def from_processing(feedback: QgsProcessingFeedback | None) -> tuple[ProgressCallback, StopCheck]:
@@ -12,15 +12,11 @@ def from_processing(feedback: QgsProcessingFeedback | None) -> tuple[ProgressCal
     if feedback is None:
         return (lambda fraction, message: None), (lambda: False)
 
-    logged = [-1]
+    log_line = every_tenth(feedback.pushInfo)
 
     def progress(fraction: float, message: str) -> None:
         feedback.setProgress(100.0 * fraction)
-        # The log gets a line every tenth of the run, not every batch (thousands on a large orthophoto).
-        tenth = int(fraction * 10)
-        if tenth > logged[0]:
-            logged[0] = tenth
-            feedback.pushInfo(message)
+        log_line(fraction, message)
 
     return progress, feedback.isCanceled
 
