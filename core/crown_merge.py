@@ -73,9 +73,13 @@ class MergedCrowns:
     labels: np.ndarray
 
     @staticmethod
+    def empty() -> MergedCrowns:
+        return MergedCrowns(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
+
+    @staticmethod
     def concatenate(parts: list[MergedCrowns]) -> MergedCrowns:
         if not parts:
-            return MergedCrowns(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
+            return MergedCrowns.empty()
         return MergedCrowns(
             np.concatenate([p.boxes for p in parts]).reshape(-1, 4),
             np.concatenate([p.scores for p in parts]),
@@ -139,7 +143,7 @@ class StreamingMerge:
     def _merge_band(self, top: float, bottom: float) -> MergedCrowns:
         boxes = self._held.boxes
         context = (boxes[:, 3] > top - self.margin) & (boxes[:, 1] < bottom + self.margin)
-        merged = MergedCrowns(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
+        merged = MergedCrowns.empty()
         if context.any():
             merged = merge_crowns(self._held.subset(np.flatnonzero(context)), self.scale_count, self.nms_threshold,
                                   self.score_threshold)

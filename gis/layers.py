@@ -32,7 +32,6 @@ from .resources import CROWNS_STYLE
 from .review import STATUS_PREDICTED
 
 
-
 def crown_fields() -> QgsFields:
     """Fields of a crown layer: what the model said, and the review status a person keeps."""
     fields = QgsFields()

@@ -47,9 +47,9 @@ def plots_by_name(data: Path | str = DEFAULT_DATA) -> dict:
     pixel size (model/plots.detectable), so that detection reads it at its real resolution.
     """
     items = {}
+    PLACED_COPIES.mkdir(parents=True, exist_ok=True)
     for folder in str(data).split(","):
         for plot in read_plots(Path(folder)):
-            PLACED_COPIES.mkdir(parents=True, exist_ok=True)
             placed = PLACED_COPIES / f"{plot.name}.tif"
             if plot.crowns.pixel_size_m is not None and not placed.exists():
                 detectable(plot, PLACED_COPIES)
