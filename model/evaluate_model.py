@@ -14,6 +14,7 @@ resampling keeps the model working. Prints one table per resolution, by site.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -47,16 +48,25 @@ def plots_by_name(data: Path | str = DEFAULT_DATA) -> dict:
     pixel size (model/plots.detectable), so that detection reads it at its real resolution.
     """
     items = {}
-    PLACED_COPIES.mkdir(parents=True, exist_ok=True)
     for folder in str(data).split(","):
+        copies = placed_copies_of(Path(folder))
         for plot in read_plots(Path(folder)):
-            placed = PLACED_COPIES / f"{plot.name}.tif"
+            placed = copies / f"{plot.name}.tif"
             if plot.crowns.pixel_size_m is not None and not placed.exists():
-                detectable(plot, PLACED_COPIES)
+                detectable(plot, copies)
             path = placed if plot.crowns.pixel_size_m is not None else Path(plot.crowns.image_path)
             items[Path(plot.crowns.image_path).name] = replace(plot.crowns, image_path=str(path))
             SITE_OF[Path(plot.crowns.image_path).name] = plot.site
     return items
+
+
+def placed_copies_of(folder: Path) -> Path:
+    """Where the placed copies of one data folder's plots are kept: its own folder, since other data
+    folders (such as model/raw_look_copies.py's) hold plots of the same names with other pixels."""
+    resolved = str(folder.resolve())
+    copies = PLACED_COPIES / f"{folder.name}-{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
+    copies.mkdir(parents=True, exist_ok=True)
+    return copies
 
 
 # Plot file name -> NEON site, from plots.csv (names such as 2018_SJER_3_... do not start with it).
