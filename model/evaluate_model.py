@@ -62,7 +62,7 @@ def plots_by_name(data: Path | str = DEFAULT_DATA) -> dict:
 
 def placed_copies_of(folder: Path) -> Path:
     """Where the placed copies of one data folder's plots are kept: its own folder, since other data
-    folders (such as model/raw_look_copies.py's) hold plots of the same names with other pixels."""
+    folders (a recoloured copy of one, say) may hold plots of the same names with other pixels."""
     resolved = str(folder.resolve())
     copies = PLACED_COPIES / f"{folder.name}-{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
     copies.mkdir(parents=True, exist_ok=True)
