@@ -49,12 +49,13 @@ def plots_by_name(data: Path | str = DEFAULT_DATA) -> dict:
     """
     items = {}
     for folder in str(data).split(","):
-        copies = placed_copies_of(Path(folder))
         for plot in read_plots(Path(folder)):
-            placed = copies / f"{plot.name}.tif"
-            if plot.crowns.pixel_size_m is not None and not placed.exists():
-                detectable(plot, copies)
-            path = placed if plot.crowns.pixel_size_m is not None else Path(plot.crowns.image_path)
+            path = Path(plot.crowns.image_path)
+            if plot.crowns.pixel_size_m is not None:
+                copies = placed_copies_of(Path(folder))
+                path = copies / f"{plot.name}.tif"
+                if not path.exists():
+                    detectable(plot, copies)
             items[Path(plot.crowns.image_path).name] = replace(plot.crowns, image_path=str(path))
             SITE_OF[Path(plot.crowns.image_path).name] = plot.site
     return items

@@ -79,7 +79,7 @@ from treecrowns.core.training_settings import BOX_LOSSES, TrainingSettings, whol
 from treecrowns.core.validation import calibrate_inference  # noqa: E402
 from treecrowns.core.training_state import history_path_beside, state_path_beside  # noqa: E402
 from calibrate_model import view_scales_option  # noqa: E402
-from plots import SHARED_DATA, Plot, held_out_every, read_plots  # noqa: E402
+from plots import SHARED_DATA, Plot, held_out_every, read_all_plots  # noqa: E402
 
 DEFAULT_DATA = "neon"
 OUTPUT = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
@@ -215,7 +215,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     left_out = args.leave_out_site.split(",") if args.leave_out_site else []
     folders = data_folders(args.data)
-    plots = without_sites([plot for folder in folders for plot in read_plots(folder)], left_out)
+    plots = without_sites(read_all_plots(tuple(folders)), left_out)
     train_plots, val_plots = held_out_every(plots)
     train_items, val_items = [p.crowns for p in train_plots], [p.crowns for p in val_plots]
     pseudo_items = pseudo_labelled(args.pseudo_labels, left_out)

@@ -140,7 +140,7 @@ def test_the_shipped_checkpoint_is_what_the_cards_command_trains(neon):
     """The build script's training command, at today's defaults, asks for exactly the recipe,
     data split, architecture and thread count the shipped checkpoint records."""
     sys.path.insert(0, str(REPO / "model"))
-    from plots import held_out_every, read_plots
+    from plots import held_out_every, read_all_plots
     from train_bundled_model import data_folders, parse_options, recorded, training_settings
     from treecrowns.core.checkpoint import read_metadata
 
@@ -159,7 +159,7 @@ def test_the_shipped_checkpoint_is_what_the_cards_command_trains(neon):
     assert shipped.provenance["torch_threads"] == args.threads
     assert shipped.architecture == json.loads(json.dumps(lite_architecture(trunk=args.trunk)))
     assert shipped.view_scales == args.view_scales
-    plots = [plot for folder in data_folders(args.data) for plot in read_plots(folder)]
+    plots = read_all_plots(tuple(data_folders(args.data)))
     train_plots, validation_plots = held_out_every(plots)
     train_items, validation_items = [p.crowns for p in train_plots], [p.crowns for p in validation_plots]
     data = shipped.provenance["training_data"]
