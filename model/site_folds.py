@@ -13,6 +13,11 @@ epoch). Every plot of the fold's sites is then detected through the engine at th
 defaults (plots without georeference on a copy that states their pixel size) and scored with
 DeepForest's protocol (IoU > 0.4), per site and over the fold. Prints one row per fold and
 their mean, and writes FOLDER/summary.json (and ``--json``).
+
+``--view-scales 0.5`` detects with the checkpoints' views at other multiples of their ground
+resolution instead of their own (0.5: crowns look twice their size), at their own thresholds, to
+ask whether a fold fails on the size its crowns appear at; those figures go to
+FOLDER/summary-at-0.5.json and leave summary.json alone.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 sys.path.insert(0, str(REPO / "model"))
 
+from calibrate_model import view_scales_option  # noqa: E402
 from plots import LABELLED_FOLDERS, Plot, detectable, read_all_plots, site_folds  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
 from treecrowns.core.evaluation import evaluate  # noqa: E402
@@ -69,9 +76,11 @@ def training_record(folder: Path, fold: int) -> dict:
     return {"best_epoch": int(saved[-1]) if saved else None, "epochs_done": len(epochs), "finished": False}
 
 
-def score_fold(checkpoint: Path, plots: list[Plot], scratch: Path) -> dict:
-    """Figures per site and over all the plots (key "all")."""
+def score_fold(checkpoint: Path, plots: list[Plot], scratch: Path, view_scales: tuple[float, ...] | None = None) -> dict:
+    """Figures per site and over all the plots (key "all"); ``view_scales`` replaces the checkpoint's own."""
     model = load_checkpoint(checkpoint)
+    if view_scales is not None:
+        model.metadata = replace(model.metadata, view_scales=view_scales)
     predicted, reference, sites = {}, {}, {}
     for plot in plots:
         found = detect(str(detectable(plot, scratch)), model, DetectionSettings())
@@ -93,6 +102,8 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=FOLDER, help="where the fold checkpoints, logs and summary go")
     parser.add_argument("--recipe", default="", help='extra train_bundled_model.py options, e.g. "--epochs 20"')
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--view-scales", type=view_scales_option,
+                        help="detect at these multiples of the ground resolution instead of the checkpoints' own")
     parser.add_argument("--unfinished", action="store_true",
                         help="score the best epoch so far of trainings still running or stopped (no calibration yet)")
     args = parser.parse_args()
@@ -107,11 +118,12 @@ def main() -> None:
     if absent:
         raise SystemExit(f"missing or unfinished checkpoint(s) {absent}; run with --train")
     plots = read_all_plots()
-    summary_path = folder / "summary.json"
+    summary_name = "summary.json" if args.view_scales is None else f"summary-at-{'+'.join(f'{s:g}' for s in args.view_scales)}.json"
+    summary_path = folder / summary_name
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     with tempfile.TemporaryDirectory() as scratch:
         for fold, sites in folds.items():
-            table = score_fold(checkpoint_for(folder, fold), [p for p in plots if p.site in sites], Path(scratch))
+            table = score_fold(checkpoint_for(folder, fold), [p for p in plots if p.site in sites], Path(scratch), args.view_scales)
             summary[str(fold)] = {"sites": sites, **training_record(folder, fold), "figures": table}
             print(f"fold {fold}: {json.dumps(table['all'])}", flush=True)
     summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True))
