@@ -51,6 +51,12 @@ def crown_sizes_m(boxes: np.ndarray, pixel_size_m: float) -> np.ndarray:
     return np.sqrt(areas(np.asarray(boxes, dtype=float).reshape(-1, 4))) * pixel_size_m
 
 
+def raster_pixel_size_m(path: str) -> float:
+    """The pixel size a plot's raster states (placed copies state it for plots without georeference)."""
+    with rasterio.open(path) as src:
+        return float(src.res[0])
+
+
 def matched(result, names: list[str], boxes: dict[str, np.ndarray], side: int) -> np.ndarray:
     """Which of ``boxes``, the reference crowns (``side`` 1) or predictions (``side`` 0), ``result`` matched."""
     masks = []
@@ -66,8 +72,7 @@ def analyse(model, items: dict, names: list[str]) -> dict:
     predicted, reference, pixel_size = {}, {}, {}
     for name in names:
         item = items[name]
-        with rasterio.open(item.image_path) as src:
-            pixel_size[name] = float(src.res[0])
+        pixel_size[name] = raster_pixel_size_m(item.image_path)
         predicted[name], reference[name] = detect(item.image_path, model).pixel_boxes, item.boxes
     by_iou = {iou: evaluate(predicted, reference, iou_threshold=iou) for iou in IOU_SWEEP}
     return {

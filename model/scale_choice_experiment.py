@@ -46,14 +46,13 @@ from evaluate_model import DEFAULT_DATA, plots_by_name, site_of  # noqa: E402
 import leave_one_site_out  # noqa: E402
 import site_folds  # noqa: E402
 from plots import site_folds as fold_groups  # noqa: E402
-from miss_analysis import crown_sizes_m  # noqa: E402
+from miss_analysis import crown_sizes_m, raster_pixel_size_m  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
 
 
-def median_crown_m(found: dict, items: dict, threshold: float) -> float:
+def median_crown_m(found: dict, pixel_size_m: dict[str, float], threshold: float) -> float:
     """The median predicted crown (square root of its box's area) at ``threshold``, in metres."""
-    sizes = [crown_sizes_m(boxes[scores >= threshold], items[name].pixel_size_m or NEON_PIXEL_M)
-             for name, (boxes, scores) in found.items()]
+    sizes = [crown_sizes_m(boxes[scores >= threshold], pixel_size_m[name]) for name, (boxes, scores) in found.items()]
     return float(np.median(np.concatenate(sizes)))
 
 
@@ -72,8 +71,6 @@ def kept_score_sum(scores: np.ndarray, threshold: float) -> float:
     """How much the network finds with some confidence."""
     return float(scores[scores >= threshold].sum())
 
-
-NEON_PIXEL_M = 0.1  # the georeferenced NEON plots' pixel size; the others state theirs
 
 PICKERS = {"mean kept score": mean_kept_score, "mean of five best scores": mean_of_five_best,
            "sum of kept scores": kept_score_sum}
@@ -160,6 +157,7 @@ def report(folder: Path, held_out: list[HeldOut], items: dict, scales: tuple[flo
             raise SystemExit(f"{unit.checkpoint} is missing or unfinished; train it with {unit.train_command}")
         model = load_checkpoint(unit.checkpoint)
         threshold = model.metadata.score_threshold_for(True)
+        pixel_size_m = {name: raster_pixel_size_m(items[name].image_path) for name in unit.plots}
         cells, scores, found_at, found_for = [], [], [], {}
         for view_scales in (model.metadata.view_scales, *((s,) for s in scales)):
             if view_scales not in found_for:
@@ -168,7 +166,7 @@ def report(folder: Path, held_out: list[HeldOut], items: dict, scales: tuple[flo
             found = found_for[view_scales]
             found_at.append(found)
             scores.append(f1_at(found, items, threshold))
-            cells.append(f"{scores[-1]:.3f} ({median_crown_m(found, items, threshold):.1f} m)")
+            cells.append(f"{scores[-1]:.3f} ({median_crown_m(found, pixel_size_m, threshold):.1f} m)")
         best = int(np.argmax(scores[1:]))
         shipped_f1.append(scores[0])
         best_f1.append(scores[1 + best])
