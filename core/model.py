@@ -25,7 +25,7 @@ from torchvision.models import resnet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead, retinanet_resnet50_fpn
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from .errors import CheckpointError
 
@@ -91,13 +91,17 @@ def lite_architecture(
     head_convs: int = 2,
     anchor_sizes: tuple[tuple[int, ...], ...] = ((8, 10, 13), (16, 20, 25), (32, 40, 50), (64, 80, 101)),
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+    finest_level: int = 3,
 ) -> ArchitectureSpec:
     """The CPU-friendly RetinaNet: patches at native size, anchors in model pixels.
 
-    The four anchor groups belong to FPN levels P3, P4, P5 and a max-pooled P6
-    (strides 8, 16, 32, 64).
+    The four anchor groups belong to four FPN levels. With ``finest_level`` 3 (every
+    checkpoint before 2026-12-02) those are P3, P4, P5 and a max-pooled P6 (strides 8,
+    16, 32, 64). With 2 they are P2 to P5 (strides 4 to 32): every anchor is read from
+    features twice as fine, so crowns a few pixels apart are told apart, at about twice
+    the network work per patch.
     """
-    return {
+    spec = {
         "family": "lite",
         "trunk": trunk,
         "fpn_channels": fpn_channels,
@@ -105,6 +109,15 @@ def lite_architecture(
         "anchor_sizes": [list(s) for s in anchor_sizes],
         "aspect_ratios": list(aspect_ratios),
     }
+    if finest_level != 3:
+        # Left out at 3 so that descriptions written before the option existed stay equal.
+        spec["finest_level"] = finest_level
+    return spec
+
+
+def finest_pyramid_level(spec: ArchitectureSpec) -> int:
+    """The finest pyramid level a lite network reads anchors from: 3 (stride 8) or 2 (stride 4)."""
+    return int(spec.get("finest_level", 3))
 
 
 def _trim_head_convs(head: RetinaNetHead, convs: int) -> None:
@@ -117,17 +130,25 @@ def _build_lite(spec: ArchitectureSpec, num_classes: int, patch_size: int, mean,
     trunk_name = spec["trunk"]
     if trunk_name not in _TRUNKS:
         raise CheckpointError(f"unknown trunk {trunk_name!r}; known trunks: {sorted(_TRUNKS)}")
+    level = finest_pyramid_level(spec)
+    if level not in (2, 3):
+        raise CheckpointError(f"finest pyramid level {level} is not supported; this version knows 2 and 3")
+    sizes = tuple(tuple(group) for group in spec["anchor_sizes"])
+    if len(sizes) != 4:
+        raise CheckpointError(f"a lite network has four anchor groups, one per pyramid level; this one lists {len(sizes)}")
     trunk = _TRUNKS[trunk_name](weights=None, norm_layer=nn.BatchNorm2d)
-    stage_channels = [trunk.layer2[-1], trunk.layer3[-1], trunk.layer4[-1]]
-    in_channels = [_block_out_channels(block) for block in stage_channels]
+    stages = ["layer1", "layer2", "layer3", "layer4"] if level == 2 else ["layer2", "layer3", "layer4"]
+    in_channels = [_block_out_channels(getattr(trunk, stage)[-1]) for stage in stages]
     backbone = BackboneWithFPN(
         trunk,
-        return_layers={"layer2": "0", "layer3": "1", "layer4": "2"},
+        return_layers={stage: str(index) for index, stage in enumerate(stages)},
         in_channels_list=in_channels,
         out_channels=spec["fpn_channels"],
         extra_blocks=LastLevelMaxPool(),
     )
-    sizes = tuple(tuple(level) for level in spec["anchor_sizes"])
+    if level == 2:
+        # P2 to P5 are already four levels: no max-pooled level above them.
+        backbone.fpn = FeaturePyramidNetwork(in_channels, spec["fpn_channels"], extra_blocks=None)
     ratios = (tuple(spec["aspect_ratios"]),) * len(sizes)
     anchors = AnchorGenerator(sizes, ratios)
     head = RetinaNetHead(

@@ -132,6 +132,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (0: torch's default, the number of cores); recorded in the checkpoint")
     parser.add_argument("--trunk", default="compact", choices=["compact", "resnet18"])
+    parser.add_argument("--finest-level", type=int, default=3, choices=[2, 3],
+                        help="finest pyramid level the anchors are read from: 3 (stride 8) or 2 (stride 4, crowns a few "
+                        "pixels apart told apart, about twice the network work)")
     parser.add_argument("--scale-jitter", default="0.8,1.25",
                         help="smallest,largest zoom of a training patch (crowns look this much smaller or larger)")
     parser.add_argument("--colour-jitter", type=float, default=1.0,
@@ -226,7 +229,7 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     command = "python model/train_bundled_model.py " + " ".join(sys.argv[1:])
     metadata = ModelMetadata(
-        architecture=lite_architecture(trunk=args.trunk),
+        architecture=lite_architecture(trunk=args.trunk, finest_level=args.finest_level),
         labels=("Tree",),
         ground_resolution_m=args.ground_resolution,
         patch_size=args.patch_size,

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
 from treecrowns.core.checkpoint import load_checkpoint, way_of_detecting  # noqa: E402
+from treecrowns.core.model import finest_pyramid_level  # noqa: E402
 from treecrowns.core.training_state import history_path_beside  # noqa: E402
 
 MODELS = REPO / "resources" / "models"
@@ -273,7 +274,9 @@ def main() -> None:
         "trunk": TRUNKS[arch["trunk"]],
         "fpn_channels": arch["fpn_channels"],
         "head_convs": arch["head_convs"],
-        "anchors": ", ".join(f"P{level + 3} {'/'.join(map(str, sizes))} px" for level, sizes in enumerate(arch["anchor_sizes"])),
+        "pyramid_levels": "P3–P5 plus a max-pooled P6" if finest_pyramid_level(arch) == 3 else "P2–P5",
+        "anchors": ", ".join(f"P{level + finest_pyramid_level(arch)} {'/'.join(map(str, sizes))} px"
+                             for level, sizes in enumerate(arch["anchor_sizes"])),
         "aspect_ratios": ", ".join(f"{r:g}" for r in arch["aspect_ratios"]),
         "weights_millions": f"{sum(p.numel() for p in model.network.parameters()) / 1e6:.2f}",
         "patch_size": meta.patch_size,

@@ -1,5 +1,6 @@
 import json
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -168,3 +169,33 @@ def test_new_models_start_from_the_same_weights_and_leave_the_callers_random_num
     assert torch.equal(torch.rand(3), expected_draw), "building a network does not reseed the caller's generator"
     second = new_model(meta).network.state_dict()
     assert all(torch.equal(first[k], v) for k, v in second.items())
+
+
+def test_a_stride_4_pyramid_checkpoint_round_trips_and_reads_finer_features(tmp_path):
+    """A model built to tell apart crowns a few pixels apart (anchors from P2) saves, loads and
+    detects the same; its finest level has four times the positions of the default's."""
+    meta = small_lite()
+    fine = replace(meta, architecture=lite_architecture(finest_level=2))
+    model = new_model(fine)
+    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "fine.safetensors"))
+    assert loaded.metadata.architecture["finest_level"] == 2
+    image = torch.rand(3, 64, 64)
+    a, b = outputs_of(model, image), outputs_of(loaded, image)
+    assert torch.allclose(a["scores"], b["scores"]) and torch.allclose(a["boxes"], b["boxes"])
+
+    def finest_map(network):
+        with torch.inference_mode():
+            return next(iter(network.backbone(image[None]).values())).shape[-1]
+
+    assert finest_map(loaded.network) == 16 and finest_map(new_model(meta).network) == 8
+
+
+def test_architectures_written_before_the_pyramid_option_stay_equal():
+    assert "finest_level" not in lite_architecture()
+
+
+def test_an_unknown_pyramid_level_is_refused_clearly():
+    meta = small_lite()
+    odd = replace(meta, architecture={**lite_architecture(), "finest_level": 1})
+    with pytest.raises(CheckpointError, match="finest pyramid level 1"):
+        new_model(odd)

@@ -32,8 +32,9 @@ def scene(tmp_path, name, seed, count=8, size=128):
     return ImageAnnotations(str(path), boxes, ("Tree",) * len(crowns))
 
 
-def small_model(labels=("Tree",)):
-    meta = ModelMetadata(architecture=lite_architecture(), labels=labels, ground_resolution_m=0.1, patch_size=64,
+def small_model(labels=("Tree",), finest_level=3):
+    meta = ModelMetadata(architecture=lite_architecture(finest_level=finest_level), labels=labels,
+                         ground_resolution_m=0.1, patch_size=64,
                          provenance={"parent": None})
     return new_model(meta)
 
@@ -113,7 +114,8 @@ def test_outside_a_reviewed_polygon_nothing_is_learnt(tmp_path):
 
 
 @pytest.mark.slow
-def test_training_learns_to_find_synthetic_crowns(tmp_path):
+@pytest.mark.parametrize("finest_level", [3, 2], ids=["stride-8 pyramid", "stride-4 pyramid"])
+def test_training_learns_to_find_synthetic_crowns(tmp_path, finest_level):
     items = [scene(tmp_path, f"s{i}", i) for i in range(6)]
     # Enough validation crowns (>= 30) that the epoch and score threshold are chosen on them.
     validation = scene(tmp_path, "validation", 98, count=35, size=256)
@@ -121,7 +123,7 @@ def test_training_learns_to_find_synthetic_crowns(tmp_path):
     settings = whole_network(
         TrainingSettings(epochs=6, steps_per_epoch=25, batch_size=4, learning_rate=0.01, warmup_steps=20, device="cpu")
     )
-    train(small_model(), items, tmp_path / "out.safetensors", settings, validation_items=[validation])
+    train(small_model(finest_level=finest_level), items, tmp_path / "out.safetensors", settings, validation_items=[validation])
     model = load_checkpoint(tmp_path / "out.safetensors")
     found = detect(held_out.image_path, model, DetectionSettings())
     result = evaluate({"h": found.pixel_boxes}, {"h": held_out.boxes})
