@@ -17,7 +17,9 @@ their mean, and writes FOLDER/summary.json (and ``--json``).
 ``--view-scales 0.5`` detects with the checkpoints' views at other multiples of their ground
 resolution instead of their own (0.5: crowns look twice their size), at their own thresholds, to
 ask whether a fold fails on the size its crowns appear at; those figures go to
-FOLDER/summary-at-0.5.json and leave summary.json alone.
+FOLDER/summary-at-0.5.json and leave summary.json alone. ``--one-view`` detects once per patch at
+the one-view threshold calibration recorded (FOLDER/summary-one-view.json): the way a network that
+costs more per patch would have to ship to keep the speed requirement.
 """
 
 from __future__ import annotations
@@ -76,11 +78,16 @@ def training_record(folder: Path, fold: int) -> dict:
     return {"best_epoch": int(saved[-1]) if saved else None, "epochs_done": len(epochs), "finished": False}
 
 
-def score_fold(checkpoint: Path, plots: list[Plot], scratch: Path, view_scales: tuple[float, ...] | None = None) -> dict:
-    """Figures per site and over all the plots (key "all"); ``view_scales`` replaces the checkpoint's own."""
+def score_fold(checkpoint: Path, plots: list[Plot], scratch: Path, view_scales: tuple[float, ...] | None = None,
+               one_view: bool = False) -> dict:
+    """Figures per site and over all the plots (key "all"); ``view_scales`` replaces the checkpoint's own,
+    ``one_view`` detects once per patch at the threshold calibration chose for one view."""
     model = load_checkpoint(checkpoint)
     if view_scales is not None:
         model.metadata = replace(model.metadata, view_scales=view_scales)
+    if one_view:
+        model.metadata = replace(model.metadata, test_time_augmentation=False,
+                                 score_threshold=model.metadata.score_threshold_for(False))
     predicted, reference, sites = {}, {}, {}
     for plot in plots:
         found = detect(str(detectable(plot, scratch)), model, DetectionSettings())
@@ -104,6 +111,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--view-scales", type=view_scales_option,
                         help="detect at these multiples of the ground resolution instead of the checkpoints' own")
+    parser.add_argument("--one-view", action="store_true",
+                        help="detect once per patch (at the one-view threshold) instead of the checkpoints' own way")
     parser.add_argument("--unfinished", action="store_true",
                         help="score the best epoch so far of trainings still running or stopped (no calibration yet)")
     args = parser.parse_args()
@@ -118,12 +127,14 @@ def main() -> None:
     if absent:
         raise SystemExit(f"missing or unfinished checkpoint(s) {absent}; run with --train")
     plots = read_all_plots()
-    summary_name = "summary.json" if args.view_scales is None else f"summary-at-{'+'.join(f'{s:g}' for s in args.view_scales)}.json"
-    summary_path = folder / summary_name
+    variant = "" if args.view_scales is None else f"-at-{'+'.join(f'{s:g}' for s in args.view_scales)}"
+    variant += "-one-view" if args.one_view else ""
+    summary_path = folder / f"summary{variant}.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     with tempfile.TemporaryDirectory() as scratch:
         for fold, sites in folds.items():
-            table = score_fold(checkpoint_for(folder, fold), [p for p in plots if p.site in sites], Path(scratch), args.view_scales)
+            table = score_fold(checkpoint_for(folder, fold), [p for p in plots if p.site in sites], Path(scratch),
+                               args.view_scales, args.one_view)
             summary[str(fold)] = {"sites": sites, **training_record(folder, fold), "figures": table}
             print(f"fold {fold}: {json.dumps(table['all'])}", flush=True)
     summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True))
