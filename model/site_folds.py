@@ -85,12 +85,11 @@ def score_fold(checkpoint: Path, plots: list[Plot], scratch: Path, view_scales: 
     model = load_checkpoint(checkpoint)
     if view_scales is not None:
         model.metadata = replace(model.metadata, view_scales=view_scales)
-    if one_view:
-        model.metadata = replace(model.metadata, test_time_augmentation=False,
-                                 score_threshold=model.metadata.score_threshold_for(False))
+    # The engine's own choice of way: one view at the threshold calibration chose for it.
+    settings = DetectionSettings(test_time_augmentation=False) if one_view else DetectionSettings()
     predicted, reference, sites = {}, {}, {}
     for plot in plots:
-        found = detect(str(detectable(plot, scratch)), model, DetectionSettings())
+        found = detect(str(detectable(plot, scratch)), model, settings)
         predicted[plot.name], reference[plot.name], sites[plot.name] = found.pixel_boxes, plot.crowns.boxes, plot.site
     table = {}
     for site in sorted(set(sites.values())):

@@ -267,6 +267,7 @@ def main() -> None:
     loso_rows, loso_notes = loso_table(loso)
     recipe_rows, recipe_verdict = recipe_table(recipes, loso, recipe_name(settings))
     size_mb = round(checkpoint.stat().st_size / 1e6)
+    finest = finest_pyramid_level(arch)
     values = {
         "at_a_glance": at_a_glance(validation, loso, benchmark, size_mb),
         "size_mb": size_mb,
@@ -274,9 +275,9 @@ def main() -> None:
         "trunk": TRUNKS[arch["trunk"]],
         "fpn_channels": arch["fpn_channels"],
         "head_convs": arch["head_convs"],
-        "pyramid_levels": "P3–P5 plus a max-pooled P6" if finest_pyramid_level(arch) == 3 else "P2–P5",
-        "anchors": ", ".join(f"P{level + finest_pyramid_level(arch)} {'/'.join(map(str, sizes))} px"
-                             for level, sizes in enumerate(arch["anchor_sizes"])),
+        "pyramid_levels": "P3–P5 plus a max-pooled P6" if finest == 3 else "P2–P5",
+        "anchors": ", ".join(f"P{finest + index} {'/'.join(map(str, sizes))} px"
+                             for index, sizes in enumerate(arch["anchor_sizes"])),
         "aspect_ratios": ", ".join(f"{r:g}" for r in arch["aspect_ratios"]),
         "weights_millions": f"{sum(p.numel() for p in model.network.parameters()) / 1e6:.2f}",
         "patch_size": meta.patch_size,
