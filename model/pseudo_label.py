@@ -5,13 +5,13 @@ Usage (from the repository root, after scripts/setup.sh):
     .venv/bin/python model/pseudo_label.py --model resources/models/treecrowns-neon-lite.safetensors \
         --output output/pseudo-labels/bundled.csv [--threshold 0.3] [--without-site SJER] [--pictures DIR]
 
-Every GeoTIFF in ../shared/data/neon/unlabeled (or ``--images``) is detected through the
-engine, as `treecrowns:detect` would run it, and the crowns scoring at least ``--threshold``
+Every GeoTIFF in ../shared/data/neon/unlabeled (or in each ``--images`` folder; give it twice to
+add ../shared/data/neon-more/unlabeled) is detected through the engine, as `treecrowns:detect` would run it, and the crowns scoring at least ``--threshold``
 are written as a DeepForest CSV (pixel boxes, absolute image paths). The threshold is higher
 than the teacher's own: a wrong pseudo-crown teaches a wrong tree, while a missed one only
 teaches background. Plots where the teacher is sure of nothing are left out rather than
-written as treeless. ``--without-site`` skips one site's plots, so that a leave-one-site-out
-student never sees its left-out site, not even unlabelled.
+written as treeless. ``--without-site`` skips the plots of one site, or of several
+comma-separated, so that a student never sees its left-out sites, not even unlabelled.
 
 The CSV is then extra training data: ``train_bundled_model.py --pseudo-labels CSV``.
 """
@@ -52,20 +52,22 @@ def pseudo_labels(teacher: LoadedModel, images: list[Path], threshold: float) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="the teacher checkpoint")
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of unlabelled GeoTIFFs")
+    parser.add_argument("--images", type=Path, action="append",
+                        help=f"folder of unlabelled GeoTIFFs; repeat for several (default {DEFAULT_IMAGES})")
     parser.add_argument("--output", type=Path, required=True, help="DeepForest CSV to write")
     parser.add_argument("--threshold", type=float, default=0.3, help="lowest score kept as a pseudo-crown")
-    parser.add_argument("--without-site", help="skip this site's plots (names start with SITE_)")
+    parser.add_argument("--without-site", default="", help="skip these sites' plots, comma-separated (names start with SITE_)")
     parser.add_argument("--pictures", type=Path, help="folder for PNGs of the pseudo-crowns (red)")
     args = parser.parse_args()
     if not 0 < args.threshold < 1:
         raise SystemExit(f"--threshold must be between 0 and 1, got {args.threshold}")
 
-    images = sorted(args.images.glob("*.tif"))
-    if args.without_site:
-        images = [p for p in images if site_of(p) != args.without_site]
+    folders = args.images or [DEFAULT_IMAGES]
+    left_out = {site for site in args.without_site.split(",") if site}
+    images = sorted(p for folder in folders for p in folder.glob("*.tif") if site_of(p) not in left_out)
     if not images:
-        raise SystemExit(f"no GeoTIFF to label in {args.images}" + (f" outside site {args.without_site}" if args.without_site else ""))
+        where = ", ".join(str(folder) for folder in folders)
+        raise SystemExit(f"no GeoTIFF to label in {where}" + (f" outside sites {args.without_site}" if left_out else ""))
     try:
         teacher = load_checkpoint(args.model)
         labelled = pseudo_labels(teacher, images, args.threshold)

@@ -18,22 +18,24 @@ sys.path.insert(0, str(REPO / "model"))
 from train_bundled_model import pseudo_labelled  # noqa: E402
 
 
-def test_pseudo_labels_are_mostly_real_crowns_and_skip_the_left_out_site(tmp_path, osbs_plot, soap_plot):
-    """The sample plots stand in for unlabelled ones (their drawn crowns only score the teacher); SOAP is left out."""
-    unlabelled = tmp_path / "unlabelled"
-    unlabelled.mkdir()
-    shutil.copy(osbs_plot.image, unlabelled / osbs_plot.image.name)
-    georeferenced_copy(soap_plot, unlabelled / "SOAP_061.tif")
+def test_pseudo_labels_are_mostly_real_crowns_and_skip_the_left_out_sites(tmp_path, osbs_plot, soap_plot):
+    """The sample plots stand in for unlabelled ones (their drawn crowns only score the teacher), in two
+    folders as the two unlabelled folders of the training data; SOAP and HARV are left out."""
+    first, second = tmp_path / "unlabelled", tmp_path / "more-unlabelled"
+    first.mkdir()
+    second.mkdir()
+    georeferenced_copy(soap_plot, first / "SOAP_061.tif")
+    shutil.copy(osbs_plot.image, second / osbs_plot.image.name)
     output = tmp_path / "pseudo.csv"
     done = subprocess.run(
-        [sys.executable, str(REPO / "model" / "pseudo_label.py"), "--model", str(BUNDLED), "--images", str(unlabelled),
-         "--without-site", "SOAP", "--output", str(output)],
+        [sys.executable, str(REPO / "model" / "pseudo_label.py"), "--model", str(BUNDLED), "--images", str(first),
+         "--images", str(second), "--without-site", "SOAP,HARV", "--output", str(output)],
         capture_output=True, text=True,
     )
     assert done.returncode == 0, done.stderr
 
     [item] = read_deepforest_csv(output)
-    assert Path(item.image_path) == (unlabelled / "OSBS_029.tif").resolve()
+    assert Path(item.image_path) == (second / "OSBS_029.tif").resolve()
     assert item.boxes.min() >= 0 and item.boxes.max() <= 400
     scored = evaluate({"plot": item.boxes}, {"plot": osbs_plot.crowns.boxes})
     # A teacher's confident crowns: most of them are crowns a person drew (IoU > 0.4).
