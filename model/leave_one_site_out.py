@@ -1,12 +1,17 @@
-"""Leave-one-site-out estimate of the bundled recipe: how it does on a site it has never seen.
+"""Leave-one-site-out estimate of the 4-site recipe: how it does on a site it has never seen.
+
+The checkpoint shipped until 2026-12-02 learnt from the 4 sites of shared/data/neon alone
+(``train_bundled_model.py --data neon --epochs 60``); this script trains and scores that recipe
+without each of its sites in turn, and the model card's "The 4-site checkpoint" keeps the figures.
+Today's recipe learns from 18 sites and is measured by model/site_folds.py instead.
 
 Usage (from the repository root, after scripts/setup.sh):
 
     .venv/bin/python model/leave_one_site_out.py [--sites HARV,OSBS,SJER,TEAK] [--train] [--jobs 2]
 
 For each site, the checkpoint output/leave-one-site-out/without-SITE.safetensors is the
-bundled recipe trained on the other three sites (``train_bundled_model.py --leave-out-site
-SITE``, which also chooses one view or four fused turned views, and the score threshold, on the
+4-site recipe trained on the other three sites (``train_bundled_model.py --data neon --epochs 60
+--leave-out-site SITE``, which also chooses one view or four fused turned views, and the score threshold, on the
 other sites' held-out plots). ``--train`` trains the missing or unfinished ones first, ``--jobs`` at a
 time with one CPU thread each (about 100-145 minutes each, two at a time, on this project's 2-core machine); a stopped
 training goes on from its last finished epoch.
@@ -14,10 +19,9 @@ Every plot of the left-out site is then detected through the engine at 0.05, 0.1
 0.2 m and scored with DeepForest's protocol; pictures of every plot go to
 output/leave-one-site-out/pictures/SITE/. Prints the table (the mean is over the sites
 scored) and merges the figures into output/leave-one-site-out/summary.json (a site scored
-earlier keeps its figures until it is scored again); ``--json
-resources/models/leave-one-site-out.json`` merges them there too, for the model card.
+earlier keeps its figures until it is scored again); ``--json FILE`` merges them there too.
 
-To measure a change of recipe against the bundled one, train it in its own folder:
+To measure a change of recipe against it, train it in its own folder:
 
     .venv/bin/python model/leave_one_site_out.py --train --sites SJER,OSBS \
         --folder output/loso-wide-scale --recipe "--scale-jitter 0.6,1.6"
@@ -52,6 +56,8 @@ from treecrowns.core.prediction import DetectionSettings  # noqa: E402
 
 FOLDER = REPO / "output" / "leave-one-site-out"
 RESOLUTIONS = (0.05, 0.1, 0.2)
+# The 4-site checkpoint's data and epochs; a --recipe given after them overrides them.
+FOUR_SITE_RECIPE = ("--data", "neon", "--epochs", "60")
 
 
 def checkpoint_for(folder: Path, site: str) -> Path:
@@ -70,7 +76,8 @@ def train_missing(folder: Path, sites: list[str], jobs: int, recipe: list[str]) 
     """
     train_unfinished([
         Run(checkpoint_for(folder, site), folder / f"without-{site}.log",
-            ["--leave-out-site", site, *(option.replace("{site}", site) for option in recipe)], f"without {site}")
+            [*FOUR_SITE_RECIPE, "--leave-out-site", site, *(option.replace("{site}", site) for option in recipe)],
+            f"without {site}")
         for site in sites
     ], jobs)
 

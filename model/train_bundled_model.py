@@ -4,9 +4,10 @@ Usage (from the repository root, after scripts/setup.sh):
 
     .venv/bin/python model/train_bundled_model.py
 
-``--data`` names the data folders (default: shared/data/neon; ``--data
-neon,neontree-rf416`` adds the 16-site NeonTreeEvaluation export, whose plots carry no
-georeference and are read at the pixel size their plots.csv gives). Whole plots are held out
+``--data`` names the data folders (default: both labelled folders, ``neon,neontree-rf416``: the
+4 sites of shared/data/neon and the 16-site NeonTreeEvaluation export, whose plots carry no
+georeference and are read at the pixel size their plots.csv gives; ``--data neon --epochs 60``
+is the recipe of the 4-site checkpoint shipped until 2026-12-02). Whole plots are held out
 for validation (every fifth plot of each site, in name order, both flight years of a plot on
 the same side); the rest are training data. Seeded: a rerun with the same number of CPU
 threads gives the same checkpoint, bit for bit (``--threads``; the checkpoint records
@@ -14,10 +15,10 @@ the number). With another number the threads split the sums inside the network
 differently, and the weights drift apart a little from the first step. Writes the
 checkpoint and a JSON of its training history next to it in resources/models/.
 
-Leave-one-site-out estimate (how the model does on a site it has never seen):
+How the model does on sites it has never seen (model/site_folds.py runs this for each fold):
 
-    .venv/bin/python model/train_bundled_model.py --leave-out-site HARV
-    .venv/bin/python model/evaluate_model.py --model output/leave-one-site-out/without-HARV.safetensors --plots site:HARV
+    .venv/bin/python model/train_bundled_model.py --leave-out-site ABBY,BONA,DEJU
+    .venv/bin/python model/evaluate_model.py --model output/leave-one-site-out/without-ABBY-BONA-DEJU.safetensors --plots site:ABBY
 
 ``--leave-out-site`` drops every plot of that site (or of several, comma-separated: a fold of
 model/site_folds.json) from training and from the per-epoch validation (which then uses the
@@ -81,7 +82,7 @@ from treecrowns.core.training_state import history_path_beside, state_path_besid
 from calibrate_model import view_scales_option  # noqa: E402
 from plots import SHARED_DATA, Plot, held_out_every, read_all_plots  # noqa: E402
 
-DEFAULT_DATA = "neon"
+DEFAULT_DATA = "neon,neontree-rf416"
 OUTPUT = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
 
 
@@ -124,7 +125,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         "output/leave-one-site-out/without-SITE.safetensors with --leave-out-site)")
     parser.add_argument("--leave-out-site",
                         help="train without this site, or these comma-separated sites, to estimate unseen-site accuracy")
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=0.02)

@@ -31,17 +31,18 @@ def scores(tp: int, fp: int, missed: int, plots: int = 3) -> dict:
             "precision": p, "recall": r, "f1": 2 * p * r / (p + r)}
 
 
-def small_bundle(folder: Path, loso_sites: dict, newer_provenance: bool = False, recipes: list | None = None) -> None:
-    """A checkpoint and figures to write a card from; ``newer_provenance`` adds what checkpoints
-    record since 2026-11-30 (half the patches from mosaics, one thread); ``recipes`` are earlier
-    recipes' leave-one-site-out F1s."""
+def small_bundle(folder: Path, folds: dict, newer_provenance: bool = False) -> None:
+    """A checkpoint and figures to write a card from; ``folds`` are the site folds scored so far;
+    ``newer_provenance`` adds what checkpoints record since 2026-11-30 (half the patches from
+    mosaics, one thread)."""
     calibration = {"one view": {**scores(10, 10, 10), "score_threshold": 0.3},
                    "four views": {**scores(12, 8, 8), "score_threshold": 0.15}}
     settings = {"seed": 0, "epochs": 30, "steps_per_epoch": 100, "batch_size": 16, "weight_decay": 1e-4,
                 "learning_rate": 0.02, "warmup_steps": 100, "scale_jitter": [0.8, 1.25]}
     provenance = {
         "settings": {**settings, "mosaic_share": 0.5} if newer_provenance else settings,
-        "training_data": {"train_plots": ["A_1.tif", "A_2.tif"], "validation_plots": ["A_3.tif"], "train_crowns": 40},
+        "training_data": {"train_plots": ["A_1.tif", "A_2.tif", "B_1_2019.tif"], "validation_plots": ["A_3.tif"],
+                          "train_crowns": 40},
         **({"torch_threads": 1} if newer_provenance else {}),
     }
     meta = ModelMetadata(
@@ -54,70 +55,47 @@ def small_bundle(folder: Path, loso_sites: dict, newer_provenance: bool = False,
     shutil.copy(MODELS / "MODEL_CARD.template.md", folder)
     table = {"A": scores(12, 8, 8, 1), "all": scores(12, 8, 8, 1)}
     (folder / "validation.json").write_text(json.dumps({"0.05": table, "0.1": table, "0.2": table}))
-    (folder / "leave-one-site-out.json").write_text(json.dumps(loso_sites))
-    (folder / "recipes.json").write_text(json.dumps({"recipes": recipes or []}))
+    (folder / "site_folds.json").write_text(json.dumps(folds))
     (folder / "sample_plots.json").write_text(json.dumps({"OSBS_029": scores(30, 2, 31, 1), "all": scores(30, 2, 31, 1)}))
     runs = [{"name": "bundled", "seconds": 4.0, "seconds_per_hectare": 1.0},
             {"name": "DeepForest", "seconds": 64.0, "seconds_per_hectare": 16.0}]
     (folder / "benchmark.json").write_text(json.dumps({"raster_px": 2000, "hectares": 4.0, "threads": 2, "speedup": 16.0, "runs": runs}))
 
 
-def loso_row(f1_counts) -> dict:
-    row = scores(*f1_counts)
-    return {"0.05": row, "0.1": row, "0.2": row, "best_epoch": 20, "minutes": 90, "views": "four", "score_threshold": 0.2}
+def fold_row(sites: list[str], counts) -> dict:
+    """A fold as model/site_folds.py records it: every site with the same counts."""
+    figures = {site: scores(*counts) for site in sites}
+    figures["all"] = scores(*(n * len(sites) for n in counts), plots=3 * len(sites))
+    return {"sites": sites, "best_epoch": 30, "minutes": 120.5, "finished": True, "figures": figures}
 
 
-def test_the_card_reports_the_figures_it_was_given_and_which_sites_are_missing(tmp_path):
-    small_bundle(tmp_path / "two", {"OSBS": loso_row((30, 20, 48)), "SJER": loso_row((100, 50, 102))})
+FOUR_FOLDS = {"1": fold_row(["HARV", "BART"], (60, 20, 20)), "2": fold_row(["OSBS"], (60, 20, 20)),
+              "3": fold_row(["TEAK", "SJER"], (40, 20, 20)), "4": fold_row(["ABBY"], (60, 20, 20))}
+
+
+def test_the_card_reports_the_figures_it_was_given_and_which_folds_are_missing(tmp_path):
+    small_bundle(tmp_path / "two", {"1": FOUR_FOLDS["1"], "3": FOUR_FOLDS["3"]})
     card = write_card(tmp_path / "two")
-    assert "2 training plots (40 crowns)" in card and "1 validation plots" in card
+    assert "3 training plots (40 crowns)" in card and "1 validation plots" in card
+    assert "have none held out\n(B)" in card, "a site whose every plot was trained on is named"
     assert "| four views | 0.15 | 0.600 | 0.600 | 0.600 | chosen |" in card
-    assert "| OSBS | 3 | 78 | 0.600 | 0.385 | **0.469** |" in card
-    assert "| HARV | | | not run yet |" in card and "Not run yet: HARV, TEAK" in card
-    assert "**mean of the four sites**" not in card
+    assert "| 1 | HARV, BART | 6 | 160 | 0.750 | 0.750 | **0.750** | HARV 0.750, BART 0.750 | 30 | 120.5 |" in card
+    assert "| 2 | | | | not run yet |" in card and "| 4 | | | | not run yet |" in card
+    assert "**mean of the four folds**" not in card
+    assert "fold 1 0.750, fold 3 0.667; no mean until all four folds are run" in card and "**Not reached.**" in card
     assert "**16×" in card and "$" not in card
     assert "Every patch is cut from one plot." in card, "a checkpoint without mosaic patches says so"
     assert "does not record its number of threads" in card
-    assert "OSBS 0.469, SJER 0.568; no mean until all four sites are run" in card and "**Not reached.**" in card
     assert "Size: " in card and "run is 16× faster than with DeepForest's architecture" in card
     assert "| OSBS_029 | 61 | 30 | 0.938 | 0.492 | 0.645 | `samples/OSBS_029.jpg` |" in card, "the public sample plots, per plot"
+    assert "(61 crowns on 1 plot): F1 **0.645** (precision 0.938, recall 0.492). Goal: 0.55. Reached." in card
 
-    four = {site: loso_row((20 * (i + 1), 20, 20)) for i, site in enumerate(("HARV", "OSBS", "SJER", "TEAK"))}
-    small_bundle(tmp_path / "four", four)
+    small_bundle(tmp_path / "four", FOUR_FOLDS)
     card = write_card(tmp_path / "four")
-    mean = sum(loso_row((20 * (i + 1), 20, 20))["0.1"]["f1"] for i in range(4)) / 4
-    assert f"| **mean of the four sites** | | | | | **{mean:.3f}** |" in card
-    assert f"mean **{mean:.3f}** (HARV " in card, "the headline gives the same mean as the table"
-    assert "Goal: 0.65 (DeepForest's release model: about 0.70). Reached." in card, "a mean of 0.65 or more meets the goal"
-
-
-def test_the_card_sets_earlier_recipes_beside_this_one_and_says_which_mean_is_best(tmp_path):
-    four = {site: loso_row((20, 20, 20)) for site in ("HARV", "OSBS", "SJER", "TEAK")}  # F1 0.5 each
-    worse = {"name": "old way", "options": "--old", "folder": "output/old",
-             "f1": {"HARV": 0.4, "OSBS": 0.4, "SJER": 0.4, "TEAK": 0.4}}
-    better = {"name": "other way", "options": "--other", "folder": "output/other",
-              "f1": {"HARV": 0.7, "OSBS": 0.5, "SJER": 0.5, "TEAK": 0.5}}
-    partial = {"name": "half run", "options": "--half", "folder": "output/half", "f1": {"SJER": 0.9}}
-    small_bundle(tmp_path / "best", four, recipes=[worse, partial])
-    card = write_card(tmp_path / "best")
-    assert "| recipe | HARV | OSBS | SJER | TEAK | mean |" in card
-    assert "| old way | 0.400 | 0.400 | 0.400 | 0.400 | 0.400 |" in card
-    assert "| half run | not run | not run | 0.900 | not run |  |" in card, "a recipe run on fewer than four sites gets no mean"
-    assert "| no mosaic, zooms 0.8–1.25, 30 epochs (this checkpoint) | 0.500 | 0.500 | 0.500 | 0.500 | **0.500** |" in card
-    assert "This checkpoint's recipe has the best mean of the 2 recipes run on all four sites." in card
-    assert '--train --folder output/old \\\n    --recipe "--old"' in card
-    assert '--train --sites SJER --folder output/half \\\n    --recipe "--half"' in card, "a partial run rebuilds its sites only"
-
-    small_bundle(tmp_path / "beaten", four, recipes=[better])
-    card = write_card(tmp_path / "beaten")
-    assert "Another recipe has a higher mean (0.550) than this checkpoint's (0.500)." in card
-
-    # The same recipe with another seed is shown, but it is not another recipe to beat.
-    lucky_seed = {**better, "name": "this way, seed 1", "another_seed_of_this_recipe": True}
-    small_bundle(tmp_path / "seeds", four, recipes=[worse, lucky_seed])
-    card = write_card(tmp_path / "seeds")
-    assert "| this way, seed 1 | 0.700 | 0.500 | 0.500 | 0.500 | 0.550 |" in card
-    assert "This checkpoint's recipe has the best mean of the 2 recipes run on all four sites." in card
+    mean = (0.75 * 3 + 2 / 3) / 4
+    assert f"| **mean of the four folds** | | | | | | **{mean:.3f}** | | | |" in card
+    assert f"mean **{mean:.3f}** (fold 1 0.750, fold 2 0.750, fold 3 0.667, fold 4 0.750)" in card, "the headline gives the table's mean"
+    assert "Goal: 0.55 (DeepForest's release model: about 0.70). Reached." in card, "a mean of 0.55 or more meets the goal"
 
 
 def test_the_card_says_how_many_patches_came_from_mosaics_and_how_many_threads_trained_it(tmp_path):
