@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO / "build" / "plugins"))
 sys.path.insert(0, str(REPO / "model"))
 
 from calibrate_model import view_scales_option  # noqa: E402
-from plots import LABELLED_FOLDERS, Plot, detectable, read_all_plots, site_folds  # noqa: E402
+from plots import Plot, detectable, read_all_plots, site_folds  # noqa: E402
+from train_bundled_model import DEFAULT_DATA  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
 from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
@@ -45,7 +46,6 @@ from parallel_training import finished as training_finished  # noqa: E402
 from treecrowns.core.training_state import history_path_beside  # noqa: E402
 
 FOLDER = REPO / "output" / "site-folds"
-DATA = ",".join(folder.name for folder in LABELLED_FOLDERS)  # --data for train_bundled_model.py
 
 
 def checkpoint_for(folder: Path, fold: int) -> Path:
@@ -60,7 +60,7 @@ def train_missing(folder: Path, folds: dict[int, list[str]], jobs: int, recipe: 
     """Train each fold's checkpoint that is missing or unfinished, ``jobs`` at a time with one thread each."""
     train_unfinished([
         Run(checkpoint_for(folder, fold), folder / f"fold-{fold}.log",
-            ["--data", DATA, "--threads", "1", "--leave-out-site", ",".join(sites), *recipe],
+            ["--data", DEFAULT_DATA, "--threads", "1", "--leave-out-site", ",".join(sites), *recipe],
             f"without fold {fold} ({','.join(sites)})")
         for fold, sites in folds.items()
     ], jobs)

@@ -80,9 +80,9 @@ from treecrowns.core.training_settings import BOX_LOSSES, TrainingSettings, whol
 from treecrowns.core.validation import calibrate_inference  # noqa: E402
 from treecrowns.core.training_state import history_path_beside, state_path_beside  # noqa: E402
 from calibrate_model import view_scales_option  # noqa: E402
-from plots import SHARED_DATA, Plot, held_out_every, read_all_plots  # noqa: E402
+from plots import LABELLED_FOLDERS, SHARED_DATA, Plot, held_out_every, read_all_plots  # noqa: E402
 
-DEFAULT_DATA = "neon,neontree-rf416"
+DEFAULT_DATA = ",".join(folder.name for folder in LABELLED_FOLDERS)  # neon,neontree-rf416
 OUTPUT = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
 
 
