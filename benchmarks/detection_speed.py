@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after scripts/setup.sh):
 
-    .venv/bin/python benchmarks/detection_speed.py [--size 2400] [--repeats 2] [--model M] [--json F]
+    .venv/bin/python benchmarks/detection_speed.py [--size 2400] [--repeats 2] [--model M] [--compare M2] [--json F]
 
 Every run is a fresh ``scripts/qgis-process run treecrowns:detect``, as a user runs it: starting
 QGIS's Python, loading the model, reading, detecting, merging and writing the GeoPackage. The
@@ -86,13 +86,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2400, help="orthophoto side in pixels (10 cm)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--model", type=Path, default=BUNDLED)
+    parser.add_argument("--compare", type=Path, action="append", default=[],
+                        help="another checkpoint to time in the same rounds, at its own defaults; repeat for several")
     parser.add_argument("--json", type=Path, help="write the figures here too (model/write_model_card.py reads them)")
     args = parser.parse_args()
     hectares = (args.size * 0.1) ** 2 / 10_000
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
         raster = write_mirrored_orthophoto(args.size, scratch / "orthophoto.tif")
-        runs = runs_to_time(args.model, scratch)
+        runs = runs_to_time(args.model, scratch) + [(f"compared: {path.name}", path, {}) for path in args.compare]
         best = [float("inf")] * len(runs)
         counts = [0] * len(runs)
         for _round in range(args.repeats):

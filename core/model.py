@@ -35,13 +35,15 @@ ArchitectureSpec = dict[str, Any]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# Channels of the compact trunk's stem and four stages, as every checkpoint before 2026-12-03 has them.
+COMPACT_WIDTHS = (32, 48, 96, 192, 256)
 
 
 class CompactTrunk(nn.Module):
     """A narrow ResNet of basic blocks (about 2.6 M weights): enough receptive field for a crown
     and its shadow, few enough weights to learn from a thousand boxes without pretraining."""
 
-    def __init__(self, widths: tuple[int, int, int, int, int] = (32, 48, 96, 192, 256), norm_layer=nn.BatchNorm2d) -> None:
+    def __init__(self, widths: tuple[int, int, int, int, int] = COMPACT_WIDTHS, norm_layer=nn.BatchNorm2d) -> None:
         super().__init__()
         stem, w1, w2, w3, w4 = widths
         self.stem = nn.Sequential(
@@ -68,8 +70,8 @@ class CompactTrunk(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
 
 
-def _compact(weights=None, norm_layer=nn.BatchNorm2d) -> CompactTrunk:
-    return CompactTrunk(norm_layer=norm_layer)
+def _compact(weights=None, norm_layer=nn.BatchNorm2d, widths: tuple[int, ...] = COMPACT_WIDTHS) -> CompactTrunk:
+    return CompactTrunk(widths=widths, norm_layer=norm_layer)
 
 
 _TRUNKS = {"compact": _compact, "resnet18": resnet.resnet18, "resnet34": resnet.resnet34, "resnet50": resnet.resnet50}
@@ -92,6 +94,7 @@ def lite_architecture(
     anchor_sizes: tuple[tuple[int, ...], ...] = ((8, 10, 13), (16, 20, 25), (32, 40, 50), (64, 80, 101)),
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
     finest_level: int = 3,
+    trunk_widths: tuple[int, ...] = COMPACT_WIDTHS,
 ) -> ArchitectureSpec:
     """The CPU-friendly RetinaNet: patches at native size, anchors in model pixels.
 
@@ -100,6 +103,9 @@ def lite_architecture(
     16, 32, 64). With 2 they are P2 to P5 (strides 4 to 32): every anchor is read from
     features twice as fine, so crowns a few pixels apart are told apart, at about twice
     the network work per patch.
+
+    ``trunk_widths`` sets the compact trunk's channels (stem, then its four stages); the
+    ResNet trunks have fixed widths.
     """
     spec = {
         "family": "lite",
@@ -112,7 +118,20 @@ def lite_architecture(
     if finest_level != 3:
         # Left out at 3 so that descriptions written before the option existed stay equal.
         spec["finest_level"] = finest_level
+    if tuple(trunk_widths) != COMPACT_WIDTHS:
+        # Left out at the default for the same reason.
+        if trunk != "compact":
+            raise ValueError(f"only the compact trunk has adjustable widths, not {trunk!r}")
+        spec["trunk_widths"] = list(trunk_widths)
     return spec
+
+
+def _compact_widths(spec: ArchitectureSpec) -> tuple[int, ...]:
+    """The compact trunk's channel widths a description asks for, checked."""
+    widths = spec.get("trunk_widths", COMPACT_WIDTHS)
+    if len(widths) != 5 or not all(isinstance(w, int) and w > 0 for w in widths):
+        raise CheckpointError(f"trunk widths {widths} are not five positive whole numbers (stem and four stages)")
+    return tuple(widths)
 
 
 def finest_pyramid_level(spec: ArchitectureSpec) -> int:
@@ -136,7 +155,12 @@ def _build_lite(spec: ArchitectureSpec, num_classes: int, patch_size: int, mean,
     sizes = tuple(tuple(group) for group in spec["anchor_sizes"])
     if len(sizes) != 4:
         raise CheckpointError(f"a lite network has four anchor groups, one per pyramid level; this one lists {len(sizes)}")
-    trunk = _TRUNKS[trunk_name](weights=None, norm_layer=nn.BatchNorm2d)
+    if trunk_name == "compact":
+        trunk = _compact(norm_layer=nn.BatchNorm2d, widths=_compact_widths(spec))
+    elif "trunk_widths" in spec:
+        raise CheckpointError(f"trunk widths are given for the {trunk_name!r} trunk, whose widths are fixed")
+    else:
+        trunk = _TRUNKS[trunk_name](weights=None, norm_layer=nn.BatchNorm2d)
     stages = ["layer1", "layer2", "layer3", "layer4"] if level == 2 else ["layer2", "layer3", "layer4"]
     in_channels = [_block_out_channels(getattr(trunk, stage)[-1]) for stage in stages]
     backbone = BackboneWithFPN(

@@ -74,7 +74,7 @@ from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
 from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model, save_checkpoint  # noqa: E402
 from treecrowns.core.contrast import Contrast  # noqa: E402
 from treecrowns.core.errors import TreecrownsError  # noqa: E402
-from treecrowns.core.model import lite_architecture  # noqa: E402
+from treecrowns.core.model import COMPACT_WIDTHS, lite_architecture  # noqa: E402
 from treecrowns.core.training import train  # noqa: E402
 from treecrowns.core.training_settings import BOX_LOSSES, TrainingSettings, whole_network  # noqa: E402
 from treecrowns.core.validation import calibrate_inference  # noqa: E402
@@ -133,6 +133,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (0: torch's default, the number of cores); recorded in the checkpoint")
     parser.add_argument("--trunk", default="compact", choices=["compact", "resnet18"])
+    parser.add_argument("--trunk-widths", default=",".join(map(str, COMPACT_WIDTHS)),
+                        help="channels of the compact trunk's stem and four stages, comma-separated (wider: more to "
+                        "learn with, slower detection)")
     parser.add_argument("--finest-level", type=int, default=3, choices=[2, 3],
                         help="finest pyramid level the anchors are read from: 3 (stride 8) or 2 (stride 4, crowns a few "
                         "pixels apart told apart, about twice the network work)")
@@ -230,7 +233,8 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     command = "python model/train_bundled_model.py " + " ".join(sys.argv[1:])
     metadata = ModelMetadata(
-        architecture=lite_architecture(trunk=args.trunk, finest_level=args.finest_level),
+        architecture=lite_architecture(trunk=args.trunk, finest_level=args.finest_level,
+                                       trunk_widths=tuple(int(w) for w in args.trunk_widths.split(","))),
         labels=("Tree",),
         ground_resolution_m=args.ground_resolution,
         patch_size=args.patch_size,

@@ -194,6 +194,34 @@ def test_architectures_written_before_the_pyramid_option_stay_equal():
     assert "finest_level" not in lite_architecture()
 
 
+def test_a_wider_trunk_checkpoint_round_trips_with_its_widths(tmp_path):
+    """A model trained with more trunk channels is rebuilt from its file alone, at those widths."""
+    meta = replace(small_lite(), architecture=lite_architecture(trunk="compact", trunk_widths=(48, 64, 128, 256, 320)))
+    model = new_model(meta)
+    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "wide.safetensors"))
+    assert loaded.metadata.architecture["trunk_widths"] == [48, 64, 128, 256, 320]
+    assert loaded.network.backbone.body.layer4[-1].bn2.num_features == 320
+    compact = replace(small_lite(), architecture=lite_architecture(trunk="compact"))
+    assert new_model(compact).network.backbone.body.layer4[-1].bn2.num_features == 256
+    image = torch.rand(3, 64, 64)
+    a, b = outputs_of(model, image), outputs_of(loaded, image)
+    assert torch.allclose(a["scores"], b["scores"]) and torch.allclose(a["boxes"], b["boxes"])
+
+
+def test_architectures_written_before_the_width_option_stay_equal():
+    assert "trunk_widths" not in lite_architecture(trunk="compact")
+
+
+@pytest.mark.parametrize("architecture, message", [
+    ({**lite_architecture(trunk="compact"), "trunk_widths": [32, 48, 96]}, "not five positive whole numbers"),
+    ({**lite_architecture(trunk="compact"), "trunk_widths": [32, 48, 96, 192, 0]}, "not five positive whole numbers"),
+    ({**lite_architecture(trunk="resnet18"), "trunk_widths": [32, 48, 96, 192, 256]}, "whose widths are fixed"),
+])
+def test_impossible_trunk_widths_are_refused_clearly(architecture, message):
+    with pytest.raises(CheckpointError, match=message):
+        new_model(replace(small_lite(), architecture=architecture))
+
+
 def test_an_unknown_pyramid_level_is_refused_clearly():
     meta = small_lite()
     odd = replace(meta, architecture={**lite_architecture(), "finest_level": 1})
