@@ -35,7 +35,7 @@ ArchitectureSpec = dict[str, Any]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Channels of the compact trunk's stem and four stages, as every checkpoint before 2026-12-03 has them.
+# Channels of the compact trunk's stem and four stages: those of every checkpoint without "trunk_widths".
 COMPACT_WIDTHS = (32, 48, 96, 192, 256)
 
 
