@@ -40,8 +40,9 @@ COMPACT_WIDTHS = (32, 48, 96, 192, 256)
 
 
 class CompactTrunk(nn.Module):
-    """A narrow ResNet of basic blocks (about 2.6 M weights): enough receptive field for a crown
-    and its shadow, few enough weights to learn from a thousand boxes without pretraining."""
+    """A narrow ResNet of basic blocks (about 2.6 M weights at the default widths): enough
+    receptive field for a crown and its shadow, few enough weights to learn from a thousand
+    boxes without pretraining."""
 
     def __init__(self, widths: tuple[int, int, int, int, int] = COMPACT_WIDTHS, norm_layer=nn.BatchNorm2d) -> None:
         super().__init__()
