@@ -116,7 +116,7 @@ def data_folders(option: str) -> list[Path]:
 
 
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line, with ``scale_jitter`` as a (low, high) pair."""
+    """The command line, with ``scale_jitter`` as a (low, high) pair and ``trunk_widths`` as a tuple."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=DEFAULT_DATA,
                         help="comma-separated data folders (annotations.csv, plots.csv, images/), paths or names under "
@@ -177,6 +177,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     args.scale_jitter = tuple(float(v) for v in args.scale_jitter.split(","))
     if len(args.scale_jitter) != 2:
         raise SystemExit(f"--scale-jitter needs two numbers low,high, got {args.scale_jitter!r}")
+    args.trunk_widths = tuple(int(w) for w in args.trunk_widths.split(","))
     if not 0.01 <= args.ground_resolution <= 2:
         raise SystemExit(f"--ground-resolution is in metres per pixel, from 0.01 to 2; got {args.ground_resolution}")
     if not 64 <= args.patch_size <= 2048:
@@ -233,8 +234,7 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     command = "python model/train_bundled_model.py " + " ".join(sys.argv[1:])
     metadata = ModelMetadata(
-        architecture=lite_architecture(trunk=args.trunk, finest_level=args.finest_level,
-                                       trunk_widths=tuple(int(w) for w in args.trunk_widths.split(","))),
+        architecture=lite_architecture(trunk=args.trunk, finest_level=args.finest_level, trunk_widths=args.trunk_widths),
         labels=("Tree",),
         ground_resolution_m=args.ground_resolution,
         patch_size=args.patch_size,
