@@ -4,6 +4,7 @@ Usage (from the repository root, after scripts/setup.sh):
 
     .venv/bin/python model/crown_filter_experiment.py [--sites HARV,OSBS,SJER,TEAK] \
         --folders output/leave-one-site-out,output/loso-60-epochs-seed-1
+    .venv/bin/python model/crown_filter_experiment.py --site-folds output/site-folds/plain [--folds 1,2]
 
 On a site it has never seen, a leave-one-out model puts several small boxes on one large
 crown (SJER's oaks, HARV's broadleaves; see the model card's miss analysis). Two clean-ups
@@ -15,7 +16,8 @@ that need no retraining, applied to the crowns after the views are fused:
   one is dropped, however small it is.
 
 Every way gets its score threshold on the training sites' held-out plots, as training chooses
-it, and the left-out site is scored at that threshold.
+it, and the left-out site is scored at that threshold. With ``--site-folds`` each fold checkpoint
+of model/site_folds.py is scored on every plot of its fold's sites instead.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ sys.path.insert(0, str(REPO / "model"))
 
 from ensemble_experiment import Found, calibrated, f1_at, found_by  # noqa: E402
 from evaluate_model import DEFAULT_DATA, plots_by_name  # noqa: E402
-from leave_one_site_out import checkpoint_for, finished  # noqa: E402
+from scale_choice_experiment import held_out_of_leave_one_site_out, held_out_of_site_folds  # noqa: E402
 from treecrowns.core.boxes import areas, class_aware_nms, intersections  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
 
@@ -75,30 +77,38 @@ def filtered(found: Found, way) -> Found:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sites", default="HARV,OSBS,SJER,TEAK")
-    parser.add_argument("--folders", required=True, help="comma-separated folders of leave-one-out checkpoints")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    checkpoints = parser.add_mutually_exclusive_group(required=True)
+    checkpoints.add_argument("--folders", help="comma-separated folders of leave-one-out checkpoints")
+    checkpoints.add_argument("--site-folds", help="comma-separated folders of site-fold checkpoints (model/site_folds.py)")
+    parser.add_argument("--sites", default="HARV,OSBS,SJER,TEAK", help="with --folders: the left-out sites")
+    parser.add_argument("--folds", default="1,2,3,4", help="with --site-folds: which folds")
+    parser.add_argument("--data", default=DEFAULT_DATA)
     args = parser.parse_args()
     torch.set_num_threads(1)
     items = plots_by_name(args.data)
+    if args.folders:
+        runs = [(Path(f), held_out_of_leave_one_site_out(Path(f), args.sites.split(","), items)) for f in args.folders.split(",")]
+    else:
+        folds = [int(n) for n in args.folds.split(",")]
+        runs = [(Path(f), held_out_of_site_folds(Path(f), folds, items)) for f in args.site_folds.split(",")]
 
-    print("| checkpoint | left-out site | " + " | ".join(WAYS) + " |")
+    print("| checkpoint | left out | " + " | ".join(WAYS) + " |")
     print("| --- " * (len(WAYS) + 2) + "|")
     columns: dict[str, list[float]] = {name: [] for name in WAYS}
-    for folder in (Path(f) for f in args.folders.split(",")):
-        for site in args.sites.split(","):
-            if not finished(folder, site):
-                raise SystemExit(f"{checkpoint_for(folder, site)} is missing or unfinished")
-            model = load_checkpoint(checkpoint_for(folder, site))
+    for folder, held_out in runs:
+        for run in held_out:
+            if not run.finished:
+                raise SystemExit(f"{run.checkpoint} is missing or unfinished: run {run.train_command}")
+            model = load_checkpoint(run.checkpoint)
             validation = found_by(model, items, model.metadata.provenance["training_data"]["validation_plots"])
-            on_site = found_by(model, items, sorted(n for n in items if n.split("_")[0] == site))
+            on_site = found_by(model, items, run.plots)
             cells = []
             for name, way in WAYS.items():
                 threshold = calibrated(filtered(validation, way), items)
                 f1 = f1_at(filtered(on_site, way), items, threshold)
                 columns[name].append(f1)
                 cells.append(f"{f1:.3f}")
-            print(f"| {folder.name} | {site} | " + " | ".join(cells) + " |", flush=True)
+            print(f"| {folder.name} | {run.label} | " + " | ".join(cells) + " |", flush=True)
     print("| mean | | " + " | ".join(f"{np.mean(c):.3f}" for c in columns.values()) + " |")
 
 
