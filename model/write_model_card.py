@@ -60,14 +60,31 @@ def site_table(table: dict) -> str:
     return "\n".join(lines)
 
 
+def averaged_per_plot(table: dict) -> dict[str, float]:
+    """Precision and recall averaged over the plots, F1 of the two: how DeepForest averages over images.
+
+    Summed counts (the "all" row) weigh a plot by its crowns; this weighs every plot alike, so a
+    small plot the model fails on counts as much as a large one. As in DeepForest, a plot with
+    no detections has no precision and is left out of the precision's average.
+    """
+    plots = [row for name, row in table.items() if name != "all"]
+    with_detections = [row for row in plots if row["true_positives"] + row["false_positives"] > 0]
+    precision = sum(row["precision"] for row in with_detections) / len(with_detections) if with_detections else 0.0
+    recall = sum(row["recall"] for row in plots) / len(plots)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
 def sample_plot_table(table: dict) -> str:
-    """One row per public sample plot, then all of them together."""
+    """One row per public sample plot, then all of them together, then the plots' average."""
     lines = ["| plot | crowns | found | precision | recall | F1 | picture |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, row in table.items():
         f1 = f"**{row['f1']:.3f}**" if name == "all" else f"{row['f1']:.3f}"
         picture = "" if name == "all" else f"`samples/{name}.jpg`"
         lines.append(f"| {name} | {crowns(row)} | {row['true_positives']} | {row['precision']:.3f} | {row['recall']:.3f} "
                      f"| {f1} | {picture} |")
+    average = averaged_per_plot(table)
+    lines.append(f"| averaged per plot | | | {average['precision']:.3f} | {average['recall']:.3f} | {average['f1']:.3f} | |")
     return "\n".join(lines)
 
 
@@ -143,6 +160,7 @@ def at_a_glance(validation: dict, folds: dict, samples: dict, benchmark: dict, s
     unseen = (f"mean **{mean:.3f}** ({per_fold})" if mean is not None
               else f"{per_fold or 'no fold run yet'}; no mean until all four folds are run")
     sample_f1 = samples["all"]["f1"]
+    sample_average = averaged_per_plot(samples)
     plots = len(samples) - 1  # every plot, then "all"
     return "\n".join([
         f"- Sites it has never seen (the 18 sites in four folds, each held out from one training, every plot "
@@ -150,8 +168,9 @@ def at_a_glance(validation: dict, folds: dict, samples: dict, benchmark: dict, s
         f"{RELEASE_F1:.2f}). {verdict(mean, UNSEEN_SITE_GOAL)}",
         f"- The deepforest package's public sample plots, a third party's crowns in raw NEON colours "
         f"({crowns(samples['all'])} crowns on {plots} plot{'' if plots == 1 else 's'}): F1 **{sample_f1:.3f}** (precision "
-        f"{samples['all']['precision']:.3f}, recall {samples['all']['recall']:.3f}). Goal: {SAMPLE_GOAL:g}. "
-        f"{verdict(sample_f1, SAMPLE_GOAL)}",
+        f"{samples['all']['precision']:.3f}, recall {samples['all']['recall']:.3f}; precision and recall averaged per "
+        f"plot, as DeepForest averages per image: F1 {sample_average['f1']:.3f}). Goal: {SAMPLE_GOAL:g}, both ways. "
+        f"{verdict(min(sample_f1, sample_average['f1']), SAMPLE_GOAL)}",
         f"- Held-out plots of the sites it was trained on ({held_out['plots']} plots, {crowns(held_out)} crowns): "
         f"F1 {held_out['f1']:.3f} (precision {held_out['precision']:.3f}, recall {held_out['recall']:.3f}).",
         f"- Ground resolution: F1 at {' and '.join(f'{float(r):g}' for r in others)} m stays within "

@@ -88,7 +88,8 @@ def test_the_card_reports_the_figures_it_was_given_and_which_folds_are_missing(t
     assert "does not record its number of threads" in card
     assert "Size: " in card and "run is 16× faster than with DeepForest's architecture" in card
     assert "| OSBS_029 | 61 | 30 | 0.938 | 0.492 | 0.645 | `samples/OSBS_029.jpg` |" in card, "the public sample plots, per plot"
-    assert "(61 crowns on 1 plot): F1 **0.645** (precision 0.938, recall 0.492). Goal: 0.55. Reached." in card
+    assert ("(61 crowns on 1 plot): F1 **0.645** (precision 0.938, recall 0.492; precision and recall averaged per plot, "
+            "as DeepForest averages per image: F1 0.645). Goal: 0.55, both ways. Reached.") in card
 
     small_bundle(tmp_path / "four", FOUR_FOLDS)
     card = write_card(tmp_path / "four")
@@ -96,6 +97,20 @@ def test_the_card_reports_the_figures_it_was_given_and_which_folds_are_missing(t
     assert f"| **mean of the four folds** | | | | | | **{mean:.3f}** | | | |" in card
     assert f"mean **{mean:.3f}** (fold 1 0.750, fold 2 0.750, fold 3 0.667, fold 4 0.750)" in card, "the headline gives the table's mean"
     assert "Goal: 0.55 (DeepForest's release model: about 0.70). Reached." in card, "a mean of 0.55 or more meets the goal"
+
+
+def test_a_small_sample_plot_the_model_fails_on_weighs_as_much_as_a_large_one_in_the_per_plot_average(tmp_path):
+    small_bundle(tmp_path / "bundle", {})
+    found = scores(90, 10, 10)  # a large plot, well found
+    wrong = {**scores(1, 4, 9), "true_positives": 0, "precision": 0.0, "recall": 0.0, "f1": 0.0}  # five boxes, none right
+    unseen = {"plots": 1, "true_positives": 0, "false_positives": 0, "missed": 10, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    summed = scores(90, 15, 30)
+    (tmp_path / "bundle" / "sample_plots.json").write_text(json.dumps({"A": found, "B": wrong, "C": unseen, "all": summed}))
+    card = write_card(tmp_path / "bundle")
+    # Precision over the two plots with detections (0.9, 0), recall over all three (0.9, 0, 0).
+    assert "| averaged per plot | | | 0.450 | 0.300 | 0.360 | |" in card
+    assert f"F1 **{summed['f1']:.3f}**" in card and "averages per image: F1 0.360). Goal: 0.55, both ways. **Not reached.**" in card, \
+        "the goal is met only when both ways of counting meet it"
 
 
 def test_the_card_says_how_many_patches_came_from_mosaics_and_how_many_threads_trained_it(tmp_path):
