@@ -17,6 +17,7 @@ above the threshold.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,6 +70,11 @@ class EvaluationResult:
         p, r = self.precision, self.recall
         return 2 * p * r / (p + r) if p + r else 0.0
 
+    def averaged_over_images(self) -> dict[str, float]:
+        """Precision, recall and F1 as DeepForest reports them: averaged over images (see ``averaged_over_images``)."""
+        return averaged_over_images(
+            [(len(m.matched_pairs), len(m.false_positives), len(m.missed)) for m in self.per_image.values()])
+
     def as_dict(self) -> dict[str, float]:
         return {
             "precision": round(self.precision, 4),
@@ -79,6 +85,23 @@ class EvaluationResult:
             "missed": self.missed,
             "iou_threshold": self.iou_threshold,
         }
+
+
+def averaged_over_images(counts: Sequence[tuple[int, int, int]]) -> dict[str, float]:
+    """Precision and recall averaged over images, and the F1 of the two averages.
+
+    This is how DeepForest's own evaluation reports a set of images. Summed counts weigh an image
+    by its crowns; this weighs every image alike, so a small image the model fails on counts as
+    much as a large one. As in DeepForest, an image without predictions has no precision and is
+    left out of the precision's average. ``counts`` holds (true positives, false positives,
+    missed) per image.
+    """
+    precisions = [tp / (tp + fp) for tp, fp, _ in counts if tp + fp]
+    recalls = [tp / (tp + missed) if tp + missed else 0.0 for tp, _, missed in counts]
+    precision = sum(precisions) / len(precisions) if precisions else 0.0
+    recall = sum(recalls) / len(recalls) if recalls else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}
 
 
 def match_boxes(

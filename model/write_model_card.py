@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
 from treecrowns.core.checkpoint import load_checkpoint, way_of_detecting  # noqa: E402
+from treecrowns.core.evaluation import averaged_over_images  # noqa: E402
 from treecrowns.core.model import finest_pyramid_level  # noqa: E402
 from treecrowns.core.training_state import history_path_beside  # noqa: E402
 
@@ -61,18 +62,9 @@ def site_table(table: dict) -> str:
 
 
 def averaged_per_plot(table: dict) -> dict[str, float]:
-    """Precision and recall averaged over the plots, F1 of the two: how DeepForest averages over images.
-
-    Summed counts (the "all" row) weigh a plot by its crowns; this weighs every plot alike, so a
-    small plot the model fails on counts as much as a large one. As in DeepForest, a plot with
-    no detections has no precision and is left out of the precision's average.
-    """
-    plots = [row for name, row in table.items() if name != "all"]
-    with_detections = [row for row in plots if row["true_positives"] + row["false_positives"] > 0]
-    precision = sum(row["precision"] for row in with_detections) / len(with_detections) if with_detections else 0.0
-    recall = sum(row["recall"] for row in plots) / len(plots)
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
+    """The sample plots' precision and recall averaged per plot, as DeepForest averages them per image."""
+    return averaged_over_images([(row["true_positives"], row["false_positives"], row["missed"])
+                                 for name, row in table.items() if name != "all"])
 
 
 def sample_plot_table(table: dict) -> str:

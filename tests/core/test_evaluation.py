@@ -36,6 +36,20 @@ def test_images_are_matched_separately_and_empty_sides_count():
     assert (result.true_positives, result.false_positives, result.missed) == (1, 1, 1)
 
 
+def test_averaged_over_images_weighs_every_image_alike_as_deepforest_does():
+    crown = np.array([[0, 0, 10, 10]], dtype=float)
+    large = np.array([[x, 0, x + 10, 10] for x in range(0, 200, 20)], dtype=float)  # ten crowns, all found
+    references = {"large": large, "small": crown, "unseen": crown}
+    predictions = {"large": large, "small": np.array([[50, 50, 60, 60]], dtype=float)}  # nothing on "unseen"
+    result = evaluate(predictions, references)
+    assert result.recall == pytest.approx(10 / 12), "summed: the large image dominates"
+    averaged = result.averaged_over_images()
+    # Precision over the two images with predictions (1 and 0); recall over all three (1, 0, 0).
+    assert averaged["precision"] == pytest.approx(0.5)
+    assert averaged["recall"] == pytest.approx(1 / 3, abs=1e-4)
+    assert averaged["f1"] == pytest.approx(0.4, abs=1e-4)
+
+
 def test_label_agreement_is_reported_per_match():
     boxes = np.array([[0, 0, 10, 10], [20, 0, 30, 10]], dtype=float)
     matches = match_boxes(boxes, boxes, ("alive", "dead"), ("alive", "alive"))
