@@ -1,6 +1,7 @@
 """The real qgis_process command line, through scripts/qgis-process."""
 
 import json
+import os
 import subprocess
 
 import numpy as np
@@ -25,11 +26,27 @@ def test_qgis_process_runs_detect_and_writes_a_layer(osbs_plot, tmp_path):
     assert layer.featureCount() == result["results"]["CROWN_COUNT"]
 
 
+ALGORITHMS = ("treecrowns:detect", "treecrowns:train", "treecrowns:evaluate", "treecrowns:import_annotations",
+              "treecrowns:export_training_set")
+
+
 def test_qgis_process_lists_every_algorithm():
     done = subprocess.run([str(REPO_SCRIPTS / "qgis-process"), "list"], capture_output=True, text=True, timeout=120)
-    for algorithm in ("treecrowns:detect", "treecrowns:train", "treecrowns:evaluate", "treecrowns:import_annotations",
-                      "treecrowns:export_training_set"):
+    for algorithm in ALGORITHMS:
         assert algorithm in done.stdout
+
+
+def test_qgis_process_enables_the_plugin_where_the_profile_has_it_disabled_and_then_leaves_it(tmp_path):
+    settings = tmp_path / ".local" / "share" / "QGIS" / "QGIS3" / "profiles" / "default" / "QGIS" / "QGIS3.ini"
+    settings.parent.mkdir(parents=True)
+    settings.write_text("[PythonPlugins]\ntreecrowns=false\n")
+    environment = {k: v for k, v in os.environ.items() if k not in ("XDG_DATA_HOME", "QGIS_CUSTOM_CONFIG_PATH")}
+    environment["HOME"] = str(tmp_path)
+    for attempt in ("disabled in the profile", "enabled by the first call"):
+        done = subprocess.run([str(REPO_SCRIPTS / "qgis-process"), "list"], capture_output=True, text=True,
+                              timeout=180, env=environment)
+        assert all(algorithm in done.stdout for algorithm in ALGORITHMS), (attempt, done.stderr[-2000:])
+        assert "treecrowns=true" in settings.read_text().splitlines(), attempt
 
 
 def test_qgis_process_reports_bad_input_with_an_error_code(tmp_path):
