@@ -102,7 +102,8 @@ def test_the_card_reports_the_figures_it_was_given_and_which_folds_are_missing(t
 def test_a_small_sample_plot_the_model_fails_on_weighs_as_much_as_a_large_one_in_the_per_plot_average(tmp_path):
     small_bundle(tmp_path / "bundle", {})
     found = scores(90, 10, 10)  # a large plot, well found
-    wrong = {**scores(1, 4, 9), "true_positives": 0, "precision": 0.0, "recall": 0.0, "f1": 0.0}  # five boxes, none right
+    wrong = {"plots": 1, "true_positives": 0, "false_positives": 5, "missed": 10, "precision": 0.0, "recall": 0.0,
+             "f1": 0.0}  # five boxes, none right
     unseen = {"plots": 1, "true_positives": 0, "false_positives": 0, "missed": 10, "precision": 0.0, "recall": 0.0, "f1": 0.0}
     summed = scores(90, 15, 30)
     (tmp_path / "bundle" / "sample_plots.json").write_text(json.dumps({"A": found, "B": wrong, "C": unseen, "all": summed}))

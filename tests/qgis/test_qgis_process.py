@@ -36,7 +36,7 @@ def test_qgis_process_lists_every_algorithm():
         assert algorithm in done.stdout
 
 
-def test_qgis_process_enables_the_plugin_where_the_profile_has_it_disabled_and_then_leaves_it(tmp_path):
+def test_qgis_process_enables_the_plugin_where_the_profile_has_it_disabled_and_works_once_enabled(tmp_path):
     settings = tmp_path / ".local" / "share" / "QGIS" / "QGIS3" / "profiles" / "default" / "QGIS" / "QGIS3.ini"
     settings.parent.mkdir(parents=True)
     settings.write_text("[PythonPlugins]\ntreecrowns=false\n")
