@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO / "build" / "plugins"))
 sys.path.insert(0, str(REPO / "model"))
 
 from ensemble_experiment import Found, calibrated, f1_at, found_by  # noqa: E402
-from evaluate_model import DEFAULT_DATA, plots_by_name  # noqa: E402
-from scale_choice_experiment import held_out_of_leave_one_site_out, held_out_of_site_folds  # noqa: E402
+from evaluate_model import plots_by_name  # noqa: E402
+from scale_choice_experiment import add_held_out_options, held_out_runs  # noqa: E402
 from treecrowns.core.boxes import areas, class_aware_nms, intersections  # noqa: E402
 from treecrowns.core.checkpoint import load_checkpoint  # noqa: E402
 
@@ -77,20 +77,11 @@ def filtered(found: Found, way) -> Found:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    checkpoints = parser.add_mutually_exclusive_group(required=True)
-    checkpoints.add_argument("--folders", help="comma-separated folders of leave-one-out checkpoints")
-    checkpoints.add_argument("--site-folds", help="comma-separated folders of site-fold checkpoints (model/site_folds.py)")
-    parser.add_argument("--sites", default="HARV,OSBS,SJER,TEAK", help="with --folders: the left-out sites")
-    parser.add_argument("--folds", default="1,2,3,4", help="with --site-folds: which folds")
-    parser.add_argument("--data", default=DEFAULT_DATA)
+    add_held_out_options(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)
     items = plots_by_name(args.data)
-    if args.folders:
-        runs = [(Path(f), held_out_of_leave_one_site_out(Path(f), args.sites.split(","), items)) for f in args.folders.split(",")]
-    else:
-        folds = [int(n) for n in args.folds.split(",")]
-        runs = [(Path(f), held_out_of_site_folds(Path(f), folds, items)) for f in args.site_folds.split(",")]
+    runs = held_out_runs(args, items)
 
     print("| checkpoint | left out | " + " | ".join(WAYS) + " |")
     print("| --- " * (len(WAYS) + 2) + "|")

@@ -117,29 +117,38 @@ def held_out_of_site_folds(folder: Path, folds: list[int], items: dict) -> list[
             for fold in folds]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_held_out_options(parser: argparse.ArgumentParser) -> None:
+    """--folders (leave-one-site-out) or --site-folds checkpoints, with --sites, --folds and --data."""
     checkpoints = parser.add_mutually_exclusive_group(required=True)
     checkpoints.add_argument("--folders", help="comma-separated folders of leave-one-out checkpoints")
     checkpoints.add_argument("--site-folds", help="comma-separated folders of site-fold checkpoints (model/site_folds.py)")
+    parser.add_argument("--sites", default="HARV,OSBS,SJER,TEAK", help="with --folders: the left-out sites")
+    parser.add_argument("--folds", default="1,2,3,4", help="with --site-folds: which folds")
+    parser.add_argument("--data", default=DEFAULT_DATA)
+
+
+def held_out_runs(args: argparse.Namespace, items: dict) -> list[tuple[Path, list[HeldOut]]]:
+    """Each checkpoint folder the options of ``add_held_out_options`` name, with its checkpoints' held-out plots."""
+    if args.folders:
+        return [(Path(f), held_out_of_leave_one_site_out(Path(f), args.sites.split(","), items))
+                for f in args.folders.split(",")]
+    folds = [int(n) for n in args.folds.split(",")]
+    return [(Path(f), held_out_of_site_folds(Path(f), folds, items)) for f in args.site_folds.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_held_out_options(parser)
     parser.add_argument("--scales", type=view_scales_option, default=(0.75, 1.0, 1.25, 1.5, 2.0),
                         help="multiples of the ground resolution to read each site at, one at a time")
     parser.add_argument("--fused-sets", default="0.75+1,0.75+1.25,0.75+1+1.25",
                         help="comma-separated sets of --scales to fuse, each written like 0.75+1")
-    parser.add_argument("--sites", default="HARV,OSBS,SJER,TEAK", help="with --folders: the left-out sites")
-    parser.add_argument("--folds", default="1,2,3,4", help="with --site-folds: which folds")
-    parser.add_argument("--data", default=DEFAULT_DATA)
     args = parser.parse_args()
     fused_sets = [tuple(float(x) for x in part.split("+")) for part in args.fused_sets.split(",")]
     if any(scale not in args.scales for scales in fused_sets for scale in scales):
         raise SystemExit(f"--fused-sets {args.fused_sets}: every scale in a set must be one of --scales")
     items = plots_by_name(args.data)
-    if args.folders:
-        runs = [(Path(f), held_out_of_leave_one_site_out(Path(f), args.sites.split(","), items)) for f in args.folders.split(",")]
-    else:
-        folds = [int(n) for n in args.folds.split(",")]
-        runs = [(Path(f), held_out_of_site_folds(Path(f), folds, items)) for f in args.site_folds.split(",")]
-    for folder, held_out in runs:
+    for folder, held_out in held_out_runs(args, items):
         report(folder, held_out, items, args.scales, fused_sets)
 
 
