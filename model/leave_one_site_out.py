@@ -25,14 +25,6 @@ To measure a change of recipe against it, train it in its own folder:
 
     .venv/bin/python model/leave_one_site_out.py --train --sites SJER,OSBS \
         --folder output/loso-wide-scale --recipe "--scale-jitter 0.6,1.6"
-
-``{site}`` in the recipe becomes the left-out site, for options that differ by site (a
-self-training student learns from pseudo-labels written by the teacher trained without it):
-
-    .venv/bin/python model/pseudo_label.py --model output/leave-one-site-out/without-SJER.safetensors \
-        --without-site SJER --output output/pseudo-labels/without-SJER.csv
-    .venv/bin/python model/leave_one_site_out.py --train --sites SJER --folder output/loso-self-training \
-        --recipe "--pseudo-labels output/pseudo-labels/without-{site}.csv"
 """
 
 from __future__ import annotations
@@ -72,11 +64,11 @@ def train_missing(folder: Path, sites: list[str], jobs: int, recipe: list[str]) 
     """Train the leave-one-out checkpoints that are missing or unfinished, ``jobs`` at a time.
 
     ``recipe`` is extra options for train_bundled_model.py (to try a change of recipe in its own
-    folder); ``{site}`` in an option becomes the left-out site.
+    folder).
     """
     train_unfinished([
         Run(checkpoint_for(folder, site), folder / f"without-{site}.log",
-            [*FOUR_SITE_RECIPE, "--leave-out-site", site, *(option.replace("{site}", site) for option in recipe)],
+            [*FOUR_SITE_RECIPE, "--leave-out-site", site, *recipe],
             f"without {site}")
         for site in sites
     ], jobs)

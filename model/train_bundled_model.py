@@ -30,15 +30,6 @@ patch it learns from and every window it detects on (core/contrast.py; recorded 
 checkpoint); ``--equalise-share 0.5`` instead equalises half the training patches at random,
 as augmentation only.
 
-Self-training: ``--pseudo-labels CSV`` adds a teacher's confident crowns on unlabelled
-plots (written by model/pseudo_label.py) to the training plots, never to validation.
-Plots of the left-out site in that CSV are dropped too.
-
-Synthetic pretraining: ``--synthetic output/synthetic`` (scenes written by
-model/make_synthetic_crowns.py) first trains ``--synthetic-epochs`` epochs on those scenes
-alone, keeping the epoch that does best on the real held-out plots, then trains on the real
-plots from there as usual.
-
 Mosaic patches (the default since 2026-11-30): ``--mosaic-share 0.5`` cuts half of the training
 patches from four random training plots side by side, so that a zoomed-out patch shows more trees
 instead of a black border. Every patch is zoomed by 0.8 to 1.25 (``--scale-jitter``). The model card
@@ -63,14 +54,11 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
-from treecrowns.core.annotations import read_deepforest_csv  # noqa: E402
 from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model, save_checkpoint  # noqa: E402
 from treecrowns.core.contrast import Contrast  # noqa: E402
 from treecrowns.core.errors import TreecrownsError  # noqa: E402
@@ -86,10 +74,6 @@ DEFAULT_DATA = ",".join(folder.name for folder in LABELLED_FOLDERS)  # neon,neon
 OUTPUT = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
 
 
-def site_of(path: str) -> str:
-    return Path(path).name.split("_")[0]
-
-
 def without_sites(plots: list[Plot], sites: list[str]) -> list[Plot]:
     """All plots except those of ``sites``; a site the plots do not hold is a mistyped name and stops the run."""
     known = sorted({plot.site for plot in plots})
@@ -97,17 +81,6 @@ def without_sites(plots: list[Plot], sites: list[str]) -> list[Plot]:
     if unknown:
         raise SystemExit(f"no plot of site(s) {unknown} in the data; sites are {known}")
     return [plot for plot in plots if plot.site not in sites]
-
-
-def pseudo_labelled(csv_path: Path | None, sites: list[str]) -> list:
-    """The pseudo-labelled plots of ``csv_path`` outside the left-out sites (none without a CSV)."""
-    if csv_path is None:
-        return []
-    try:
-        items = read_deepforest_csv(csv_path)
-    except TreecrownsError as exc:
-        raise SystemExit(str(exc)) from exc
-    return [item for item in items if site_of(item.image_path) not in sites]
 
 
 def data_folders(option: str) -> list[Path]:
@@ -163,11 +136,6 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--box-loss", default=TrainingSettings.box_loss, choices=BOX_LOSSES,
                         help="box regression loss: l1 on the anchor offsets (torchvision's default) or giou, one minus "
                         "the generalised IoU of the predicted box with the crown")
-    parser.add_argument("--pseudo-labels", type=Path,
-                        help="DeepForest CSV of pseudo-crowns on unlabelled plots (model/pseudo_label.py), added to training")
-    parser.add_argument("--synthetic", type=Path,
-                        help="folder of synthetic scenes (model/make_synthetic_crowns.py) to pretrain on first")
-    parser.add_argument("--synthetic-epochs", type=int, default=10, help="epochs of pretraining with --synthetic")
     parser.add_argument("--ground-resolution", type=float, default=0.2,
                         help="metres per pixel the model works at (default 0.2); the engine resamples every raster to it")
     parser.add_argument("--patch-size", type=int, default=200, help="patch side in model pixels (default 200)")
@@ -216,7 +184,6 @@ def recorded(settings: TrainingSettings) -> dict:
 def main() -> None:
     args = parse_options()
     settings = training_settings(args)
-    pretraining = replace(settings, epochs=args.synthetic_epochs)
     import torch
 
     if args.threads:
@@ -226,8 +193,6 @@ def main() -> None:
     plots = without_sites(read_all_plots(tuple(folders)), left_out)
     train_plots, val_plots = held_out_every(plots)
     train_items, val_items = [p.crowns for p in train_plots], [p.crowns for p in val_plots]
-    pseudo_items = pseudo_labelled(args.pseudo_labels, left_out)
-    synthetic_items = [] if args.synthetic is None else read_deepforest_csv(args.synthetic / "annotations.csv")
     if args.output is None:
         loso = REPO / "output" / "leave-one-site-out" / f"without-{'-'.join(left_out)}.safetensors"
         args.output = OUTPUT if args.leave_out_site is None else loso
@@ -251,17 +216,6 @@ def main() -> None:
                 "train_plots": [Path(it.image_path).name for it in train_items],
                 "validation_plots": [Path(it.image_path).name for it in val_items],
                 "train_crowns": sum(len(it.labels) for it in train_items),
-                "pseudo_labels": None if args.pseudo_labels is None else {
-                    "csv": str(args.pseudo_labels),
-                    "plots": [Path(it.image_path).name for it in pseudo_items],
-                    "crowns": sum(len(it.labels) for it in pseudo_items),
-                },
-                "synthetic_pretraining": None if args.synthetic is None else {
-                    "folder": str(args.synthetic),
-                    "scenes": len(synthetic_items),
-                    "crowns": sum(len(it.labels) for it in synthetic_items),
-                    "epochs": args.synthetic_epochs,
-                },
             },
             "settings": recorded(settings),
             "command": command.strip(),
@@ -270,30 +224,23 @@ def main() -> None:
     )
     model = new_model(metadata)
     started = time.time()
-    epochs_this_run, synthetic_history = [], []
+    epochs_this_run = []
     # After every epoch; the same command run again after a stop goes on from there.
     state = state_path_beside(args.output)
 
-    def on_epoch(report, history=epochs_this_run, stage="") -> None:
-        history.append(vars(report))
+    def on_epoch(report) -> None:
+        epochs_this_run.append(vars(report))
         print(
-            f"{stage}epoch {report.epoch}: loss {report.train_loss:.3f} (cls {report.classification_loss:.3f}, "
+            f"epoch {report.epoch}: loss {report.train_loss:.3f} (cls {report.classification_loss:.3f}, "
             f"reg {report.regression_loss:.3f}) val P {report.precision} R {report.recall} F1 {report.f1} "
             f"at score {report.score_threshold} [{report.seconds:.0f} s]{' saved' if report.saved else ''}",
             flush=True,
         )
 
-    pretrained = args.output.with_suffix(".pretrained.safetensors")
     if state.exists():
         print(f"going on from the last finished epoch saved in {state}", flush=True)
-        if synthetic_items:
-            model = load_checkpoint(pretrained)
-    elif synthetic_items:
-        train(model, synthetic_items, pretrained, pretraining, validation_items=val_items,
-              on_epoch=partial(on_epoch, history=synthetic_history, stage="synthetic "))
-        model = load_checkpoint(pretrained)
     try:
-        result = train(model, train_items + pseudo_items, args.output, settings, validation_items=val_items,
+        result = train(model, train_items, args.output, settings, validation_items=val_items,
                        on_epoch=on_epoch, state_path=state)
     except TreecrownsError as exc:
         raise SystemExit(str(exc)) from exc
@@ -311,10 +258,9 @@ def main() -> None:
         "minutes": round((time.time() - started + sum(e.seconds for e in earlier_epochs)) / 60, 1),
         "resumed_after_epoch": len(earlier_epochs) or None,
         "history": [vars(report) for report in result.history],
-        "synthetic_history": synthetic_history,
     }
     history_path_beside(args.output).write_text(json.dumps(summary, indent=2))
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("history", "synthetic_history")}))
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
 
 
 if __name__ == "__main__":

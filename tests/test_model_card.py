@@ -159,4 +159,7 @@ def test_the_shipped_checkpoint_is_what_the_cards_command_trains(neon):
     data = shipped.provenance["training_data"]
     assert data["train_plots"] == [Path(item.image_path).name for item in train_items]
     assert data["validation_plots"] == [Path(item.image_path).name for item in validation_items]
-    assert data["left_out_site"] is None and data["pseudo_labels"] is None and data["synthetic_pretraining"] is None
+    assert data["left_out_site"] is None
+    # Nothing but the labelled plots: no pseudo-labels, no synthetic pretraining (options of earlier
+    # recipes, recorded by checkpoints trained while they existed).
+    assert data.get("pseudo_labels") is None and data.get("synthetic_pretraining") is None
