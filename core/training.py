@@ -40,6 +40,8 @@ _MIN_STEPS_PER_EPOCH = 20
 _MIN_VALIDATION_CROWNS = 30
 # Below this many crowns, fine-tuning often made the model worse on the site's other plots.
 _FEW_CROWNS = 15
+# Settings added after training states were first saved, with the value that trains as before.
+_SETTINGS_ADDED_OFF = {"bfloat16": False}
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,8 @@ def _training_fingerprint(
 ) -> dict:
     """What makes two trainings the same one: settings, images, model and its starting weights.
 
-    The device is left out: a training stopped on a GPU may go on on the CPU.
+    The device is left out: a training stopped on a GPU may go on on the CPU. A setting added
+    after states were saved is left out while it is off, so those states still go on.
     """
     digest = hashlib.sha256()
     for name, tensor in model.network.state_dict().items():
@@ -166,7 +169,7 @@ def _training_fingerprint(
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     meta = model.metadata
     return {
-        "settings": {k: v for k, v in vars(settings).items() if k != "device"},
+        "settings": {k: v for k, v in vars(settings).items() if k != "device" and _SETTINGS_ADDED_OFF.get(k, ...) != v},
         "steps_per_epoch": steps,
         "train_images": [s.name for s in train_samples],
         "validation_images": [s.name for s in val_samples],
@@ -350,7 +353,8 @@ def train(
                 ]
                 images = [img.to(device) for img, _ in batch]
                 targets = [{k: v.to(device) for k, v in t.items()} for _, t in batch]
-                losses = network(images, targets)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.bfloat16):
+                    losses = network(images, targets)
                 loss = losses["classification"] + losses["bbox_regression"]
                 optimiser.zero_grad()
                 loss.backward()

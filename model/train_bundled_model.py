@@ -136,6 +136,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--box-loss", default=TrainingSettings.box_loss, choices=BOX_LOSSES,
                         help="box regression loss: l1 on the anchor offsets (torchvision's default) or giou, one minus "
                         "the generalised IoU of the predicted box with the crown")
+    parser.add_argument("--bf16", action="store_true",
+                        help="run the network's forward pass in bfloat16 while training (about twice as fast on CPUs "
+                        "with AVX-512 BF16 or AMX; the checkpoint's weights stay float32)")
     parser.add_argument("--ground-resolution", type=float, default=0.2,
                         help="metres per pixel the model works at (default 0.2); the engine resamples every raster to it")
     parser.add_argument("--patch-size", type=int, default=200, help="patch side in model pixels (default 200)")
@@ -170,6 +173,7 @@ def training_settings(args: argparse.Namespace) -> TrainingSettings:
             weight_average_decay=args.weight_average,
             style_mixing=args.style_mixing,
             box_loss=args.box_loss,
+            bfloat16=args.bf16,
             seed=args.seed,
         ))
     except TreecrownsError as exc:

@@ -114,17 +114,22 @@ def test_outside_a_reviewed_polygon_nothing_is_learnt(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("finest_level", [3, 2], ids=["stride-8 pyramid", "stride-4 pyramid"])
-def test_training_learns_to_find_synthetic_crowns(tmp_path, finest_level):
+@pytest.mark.parametrize(
+    ("finest_level", "bfloat16"), [(3, False), (2, False), (3, True)],
+    ids=["stride-8 pyramid", "stride-4 pyramid", "bfloat16 forward pass"],
+)
+def test_training_learns_to_find_synthetic_crowns(tmp_path, finest_level, bfloat16):
     items = [scene(tmp_path, f"s{i}", i) for i in range(6)]
     # Enough validation crowns (>= 30) that the epoch and score threshold are chosen on them.
     validation = scene(tmp_path, "validation", 98, count=35, size=256)
     held_out = scene(tmp_path, "held", 99, count=35, size=256)
-    settings = whole_network(
-        TrainingSettings(epochs=6, steps_per_epoch=25, batch_size=4, learning_rate=0.01, warmup_steps=20, device="cpu")
-    )
+    settings = whole_network(TrainingSettings(
+        epochs=6, steps_per_epoch=25, batch_size=4, learning_rate=0.01, warmup_steps=20, device="cpu", bfloat16=bfloat16
+    ))
     train(small_model(finest_level=finest_level), items, tmp_path / "out.safetensors", settings, validation_items=[validation])
     model = load_checkpoint(tmp_path / "out.safetensors")
+    # Trained in bfloat16 or not, the checkpoint holds float32 weights, as every other one does.
+    assert {value.dtype for value in model.network.state_dict().values() if value.is_floating_point()} == {torch.float32}
     found = detect(held_out.image_path, model, DetectionSettings())
     result = evaluate({"h": found.pixel_boxes}, {"h": held_out.boxes})
     assert result.f1 >= 0.7, result.as_dict()
@@ -401,6 +406,18 @@ def test_the_state_of_another_training_is_refused_with_what_to_do(tmp_path):
     state.write_bytes(b"not a training state")
     with pytest.raises(TreecrownsError, match="cannot be read.*delete it to train from the start"):
         train(small_model(), items, tmp_path / "out.safetensors", FAST, state_path=state)
+
+
+def test_states_saved_before_the_bfloat16_setting_still_go_on_and_a_bfloat16_run_is_another_training(tmp_path):
+    items = [scene(tmp_path, "s0", 0)]
+    state = tmp_path / "out.state"
+    steps = []
+    train(small_model(), items, tmp_path / "out.safetensors", FAST, state_path=state,
+          progress=lambda fraction, message: steps.append(fraction), should_stop=lambda: len(steps) >= 4)
+    # Off, the setting is not part of what identifies a training: a state saved before it existed matches.
+    assert "bfloat16" not in torch.load(state, weights_only=True)["fingerprint"]["settings"]
+    with pytest.raises(TreecrownsError, match=r"another training \(it differs in: settings\)"):
+        train(small_model(), items, tmp_path / "out.safetensors", replace(FAST, bfloat16=True), state_path=state)
 
 
 def test_a_raster_without_georeference_is_read_at_the_pixel_size_its_plot_list_gives(tmp_path):
