@@ -1,4 +1,5 @@
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -394,13 +395,19 @@ def test_a_stopped_training_goes_on_to_the_checkpoint_of_one_never_stopped(tmp_p
     assert not (tmp_path / "resumed.state").exists()
 
 
-def test_the_state_of_another_training_is_refused_with_what_to_do(tmp_path):
+def stopped_in_its_first_epoch(tmp_path) -> tuple[list, Path]:
+    """A training with the FAST settings stopped after four steps: its images and its saved state."""
     items = [scene(tmp_path, "s0", 0)]
     state = tmp_path / "out.state"
     steps = []
     train(small_model(), items, tmp_path / "out.safetensors", FAST, state_path=state,
           progress=lambda fraction, message: steps.append(fraction), should_stop=lambda: len(steps) >= 4)
     assert state.exists()
+    return items, state
+
+
+def test_the_state_of_another_training_is_refused_with_what_to_do(tmp_path):
+    items, state = stopped_in_its_first_epoch(tmp_path)
     with pytest.raises(TreecrownsError, match=r"another training \(it differs in: settings\).*delete the file"):
         train(small_model(), items, tmp_path / "out.safetensors", replace(FAST, learning_rate=0.01), state_path=state)
     state.write_bytes(b"not a training state")
@@ -409,11 +416,7 @@ def test_the_state_of_another_training_is_refused_with_what_to_do(tmp_path):
 
 
 def test_states_saved_before_the_bfloat16_setting_still_go_on_and_a_bfloat16_run_is_another_training(tmp_path):
-    items = [scene(tmp_path, "s0", 0)]
-    state = tmp_path / "out.state"
-    steps = []
-    train(small_model(), items, tmp_path / "out.safetensors", FAST, state_path=state,
-          progress=lambda fraction, message: steps.append(fraction), should_stop=lambda: len(steps) >= 4)
+    items, state = stopped_in_its_first_epoch(tmp_path)
     # Off, the setting is not part of what identifies a training: a state saved before it existed matches.
     assert "bfloat16" not in torch.load(state, weights_only=True)["fingerprint"]["settings"]
     with pytest.raises(TreecrownsError, match=r"another training \(it differs in: settings\)"):
