@@ -45,8 +45,8 @@ state to start again.
 
 ``--bf16`` runs the network's forward pass in bfloat16 (weights, optimiser and losses stay
 float32): a training step takes about half the time on CPUs with bfloat16 units (AVX-512 BF16,
-AMX, as this project's machines have), and much longer on CPUs without them. The model card says
-whether it trains as well as float32.
+AMX, as this project's machines have), and much longer on CPUs without them. The bundled
+checkpoint is trained in float32.
 
 The checkpoint asks for its four turned views at its ground resolution (``--view-scales``, see
 core/views.py; ``1,1.25`` adds a second scale, about twice the detection time); the closing
