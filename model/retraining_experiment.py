@@ -17,6 +17,12 @@ The closest stand-in for a site the model has never seen is a model trained with
     .venv/bin/python model/retraining_experiment.py --site HARV \\
         --model output/leave-one-site-out/without-HARV.safetensors
 
+On sites the model already knows, ``--known-sites`` corrects one held-out plot of every site
+with two or more held-out places (the checkpoint records its validation plots; both data folders)
+and scores the site's other held-out places, so the measure spans several sites, not one:
+
+    .venv/bin/python model/retraining_experiment.py --known-sites [--model CHECKPOINT]
+
 A plot whose reference leaves crowns unmarked (HARV_022 marks seven crowns of a closed canopy)
 teaches that those crowns are background. ``--reviewed-margin METRES`` stands in for a user who
 marks what was reviewed: the training plot's reviewed areas become its crowns grown by that
@@ -100,12 +106,102 @@ def f1_at(found, items, threshold: float) -> float:
     return evaluate(kept, {name: item.boxes for name, item in items.items()}).as_dict()["f1"]
 
 
+def retrained(model_path: Path, corrections: ImageAnnotations, settings: TrainingSettings, scratch: Path) -> LoadedModel:
+    """The checkpoint at ``model_path`` retrained on one plot's corrections, as the Train dialog would."""
+    model = load_checkpoint(model_path)
+    model.metadata = with_provenance(model.metadata, parent=str(model_path))
+    output = scratch / f"{Path(corrections.image_path).stem}.safetensors"
+    train(model, [corrections], output, settings)
+    return load_checkpoint(output)
+
+
+def report_row(name: str, crowns: int, scored: dict, before: float, tuned: LoadedModel, minutes: float) -> float:
+    """Score ``tuned`` on the ``scored`` plots, print one table row, and return the change in F1."""
+    after_found = detections(tuned, scored)
+    after = f1_at(after_found, scored, tuned.metadata.score_threshold)
+    sweep = " ".join(f"{f1_at(after_found, scored, t):.2f}" for t in SWEEP)
+    print(
+        f"{name:15} {crowns:6d} {len(scored):6d} {before:9.3f} {after:9.3f} {after - before:+7.3f} "
+        f"{minutes:5.1f}  {sweep} (thr {tuned.metadata.score_threshold})",
+        flush=True,
+    )
+    return after - before
+
+
+def one_site(args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, scratch: Path) -> list[float]:
+    """Each training plot of ``args.site`` corrected in turn; the site's other plots the base did not train on scored."""
+    seen = set(base.metadata.provenance.get("training_data", {}).get("train_plots", []))
+    items = {Path(i.image_path).stem: i for i in read_deepforest_csv(args.data / "annotations.csv")}
+    site_plots = sorted(name for name in items if name.startswith(args.site + "_"))
+    train_plots = args.train_plots.split(",") if args.train_plots else site_plots[:3]
+    unseen = {n: items[n] for n in site_plots if f"{n}.tif" not in seen}
+    base_found = detections(base, unseen)  # the base model is the same for every training plot
+    changes = []
+    for train_plot in train_plots:
+        scored = {n: item for n, item in unseen.items() if n != train_plot}
+        before = f1_at({n: base_found[n] for n in scored}, scored, base.metadata.score_threshold)
+        corrections = items[train_plot]
+        if args.reviewed_margin is not None:
+            corrections = reviewed_around_crowns(corrections, args.reviewed_margin)
+        started = time.time()
+        tuned = retrained(args.model, corrections, settings, scratch)
+        minutes = (time.time() - started) / 60
+        changes.append(report_row(train_plot, len(items[train_plot].labels), scored, before, tuned, minutes))
+    return changes
+
+
+def known_sites(args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, scratch: Path) -> list[float]:
+    """On every site with two or more held-out places, one held-out plot corrected, the other places scored.
+
+    The held-out plots are those the checkpoint records as its validation plots (both labelled
+    folders): the model knows the site from its other plots but never trained on these. The plot
+    corrected is the site's first held-out plot with at least ``args.min_crowns`` crowns; the
+    plots scored are the site's other held-out places (the other flight year of the same place
+    is left out of both).
+    """
+    from plots import detectable, read_all_plots  # the model folder's own module
+
+    held = set(base.metadata.provenance.get("training_data", {}).get("validation_plots", []))
+    if not held:
+        raise SystemExit(f"{args.model} records no validation plots, so there is no known site to measure on")
+    by_site: dict[str, list] = {}
+    for plot in read_all_plots():
+        if Path(plot.crowns.image_path).name in held:
+            copy = detectable(plot, scratch)
+            crowns = dataclasses.replace(plot.crowns, image_path=str(copy), pixel_size_m=None)
+            by_site.setdefault(plot.site, []).append((plot.place, plot.name, crowns))
+    changes = []
+    for site, plots in sorted(by_site.items()):
+        if len({place for place, _, _ in plots}) < 2:
+            continue
+        candidates = [p for p in plots if len(p[2].labels) >= args.min_crowns]
+        if not candidates:
+            continue
+        place, name, corrections = candidates[0]
+        if args.reviewed_margin is not None:
+            corrections = reviewed_around_crowns(corrections, args.reviewed_margin)
+        scored = {n: item for p, n, item in plots if p != place}
+        before = f1_at(detections(base, scored), scored, base.metadata.score_threshold)
+        started = time.time()
+        tuned = retrained(args.model, corrections, settings, scratch)
+        minutes = (time.time() - started) / 60
+        changes.append(report_row(name, len(corrections.labels), scored, before, tuned, minutes))
+    return changes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "neon")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--site", required=True, help="HARV, OSBS, SJER or TEAK")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--site", help="HARV, OSBS, SJER or TEAK")
+    where.add_argument(
+        "--known-sites",
+        action="store_true",
+        help="every site with two or more held-out places in the checkpoint's validation plots (both data folders)",
+    )
     parser.add_argument("--train-plots", help="comma-separated plots to correct, one at a time (default: the first three)")
+    parser.add_argument("--min-crowns", type=int, default=15, help="--known-sites: the fewest crowns a corrected plot has")
     parser.add_argument(
         "--reviewed-margin",
         type=float,
@@ -117,42 +213,14 @@ def main() -> None:
 
     settings = settings_from(args.set)
     base = load_checkpoint(args.model)
-    seen = set(base.metadata.provenance.get("training_data", {}).get("train_plots", []))
-    items = {Path(i.image_path).stem: i for i in read_deepforest_csv(args.data / "annotations.csv")}
-    site_plots = sorted(name for name in items if name.startswith(args.site + "_"))
-    train_plots = args.train_plots.split(",") if args.train_plots else site_plots[:3]
     print(f"settings: {settings}")
     if args.reviewed_margin is not None:
         print(f"reviewed areas: each training plot's crowns grown by {args.reviewed_margin} m")
     print(f"base threshold {base.metadata.score_threshold}; F1 after at thresholds {SWEEP}")
-    print(f"{'train on':9} {'crowns':>6} {'scored':>6} {'F1 before':>9} {'F1 after':>9} {'change':>7} {'min':>5}  sweep")
-    unseen = {n: items[n] for n in site_plots if f"{n}.tif" not in seen}
-    base_found = detections(base, unseen)  # the base model is the same for every training plot
-    changes = []
+    print(f"{'train on':15} {'crowns':>6} {'scored':>6} {'F1 before':>9} {'F1 after':>9} {'change':>7} {'min':>5}  sweep")
     with tempfile.TemporaryDirectory() as scratch:
-        for train_plot in train_plots:
-            scored = {n: item for n, item in unseen.items() if n != train_plot}
-            before = f1_at({n: base_found[n] for n in scored}, scored, base.metadata.score_threshold)
-            model = load_checkpoint(args.model)
-            model.metadata = with_provenance(model.metadata, parent=str(args.model))
-            output = Path(scratch) / f"{train_plot}.safetensors"
-            started = time.time()
-            corrections = items[train_plot]
-            if args.reviewed_margin is not None:
-                corrections = reviewed_around_crowns(corrections, args.reviewed_margin)
-            train(model, [corrections], output, settings)
-            minutes = (time.time() - started) / 60
-            tuned = load_checkpoint(output)
-            after_found = detections(tuned, scored)
-            after = f1_at(after_found, scored, tuned.metadata.score_threshold)
-            sweep = " ".join(f"{f1_at(after_found, scored, t):.2f}" for t in SWEEP)
-            changes.append(after - before)
-            crowns = len(items[train_plot].labels)
-            print(
-                f"{train_plot:9} {crowns:6d} {len(scored):6d} {before:9.3f} {after:9.3f} {after - before:+7.3f} "
-                f"{minutes:5.1f}  {sweep} (thr {tuned.metadata.score_threshold})",
-                flush=True,
-            )
+        measure = known_sites if args.known_sites else one_site
+        changes = measure(args, settings, base, Path(scratch))
     print(f"mean change {np.mean(changes):+.3f} over {len(changes)} training plots")
 
 
