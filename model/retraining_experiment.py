@@ -29,8 +29,10 @@ marks what was reviewed: the training plot's reviewed areas become its crowns gr
 margin, so training sees only those areas (the Train dialog's "Only crowns inside reviewed
 areas", REGIONS in ``treecrowns:train``).
 
-Prints F1 before and after at the checkpoint's score threshold, the F1 the new model would
-reach at other thresholds (to tell calibration from learning), and the minutes training took.
+Prints F1 on the scored plots before and after at each checkpoint's score threshold, F1 on the
+corrected plot itself before and after (did the model learn the corrections?), the F1 the new
+model would reach on the scored plots at other thresholds (to tell calibration from learning), and
+the minutes training took.
 """
 
 from __future__ import annotations
@@ -115,14 +117,20 @@ def retrained(model_path: Path, corrections: ImageAnnotations, settings: Trainin
     return load_checkpoint(output)
 
 
-def report_row(name: str, crowns: int, scored: dict, before: float, tuned: LoadedModel, minutes: float) -> float:
-    """Score ``tuned`` on the ``scored`` plots, print one table row, and return the change in F1."""
+def report_row(
+    corrections: ImageAnnotations, scored: dict, before: float, base: LoadedModel, tuned: LoadedModel, minutes: float
+) -> float:
+    """Score ``tuned`` on the ``scored`` plots and on the corrected plot itself, print one row, return the change."""
     after_found = detections(tuned, scored)
     after = f1_at(after_found, scored, tuned.metadata.score_threshold)
     sweep = " ".join(f"{f1_at(after_found, scored, t):.2f}" for t in SWEEP)
+    itself = {Path(corrections.image_path).stem: corrections}
+    itself_before = f1_at(detections(base, itself), itself, base.metadata.score_threshold)
+    itself_after = f1_at(detections(tuned, itself), itself, tuned.metadata.score_threshold)
     print(
-        f"{name:15} {crowns:6d} {len(scored):6d} {before:9.3f} {after:9.3f} {after - before:+7.3f} "
-        f"{minutes:5.1f}  {sweep} (thr {tuned.metadata.score_threshold})",
+        f"{next(iter(itself)):15} {len(corrections.labels):6d} {len(scored):6d} {before:9.3f} {after:9.3f} "
+        f"{after - before:+7.3f} {minutes:5.1f}  {itself_before:.3f} -> {itself_after:.3f}  "
+        f"{sweep} (thr {tuned.metadata.score_threshold})",
         flush=True,
     )
     return after - before
@@ -146,7 +154,7 @@ def one_site(args: argparse.Namespace, settings: TrainingSettings, base: LoadedM
         started = time.time()
         tuned = retrained(args.model, corrections, settings, scratch)
         minutes = (time.time() - started) / 60
-        changes.append(report_row(train_plot, len(items[train_plot].labels), scored, before, tuned, minutes))
+        changes.append(report_row(corrections, scored, before, base, tuned, minutes))
     return changes
 
 
@@ -185,7 +193,7 @@ def known_sites(args: argparse.Namespace, settings: TrainingSettings, base: Load
         started = time.time()
         tuned = retrained(args.model, corrections, settings, scratch)
         minutes = (time.time() - started) / 60
-        changes.append(report_row(name, len(corrections.labels), scored, before, tuned, minutes))
+        changes.append(report_row(corrections, scored, before, base, tuned, minutes))
     return changes
 
 
@@ -217,7 +225,10 @@ def main() -> None:
     if args.reviewed_margin is not None:
         print(f"reviewed areas: each training plot's crowns grown by {args.reviewed_margin} m")
     print(f"base threshold {base.metadata.score_threshold}; F1 after at thresholds {SWEEP}")
-    print(f"{'train on':15} {'crowns':>6} {'scored':>6} {'F1 before':>9} {'F1 after':>9} {'change':>7} {'min':>5}  sweep")
+    print(
+        f"{'train on':15} {'crowns':>6} {'scored':>6} {'F1 before':>9} {'F1 after':>9} {'change':>7} {'min':>5}  "
+        "corrected plot itself  sweep"
+    )
     with tempfile.TemporaryDirectory() as scratch:
         measure = known_sites if args.known_sites else one_site
         changes = measure(args, settings, base, Path(scratch))
