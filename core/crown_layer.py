@@ -38,6 +38,18 @@ def check_destination(path: Path) -> None:
         raise OutputError(f"cannot write {path}: folder {path.parent} is not writable; choose another output")
 
 
+def remove_stale_sidecars(path: Path) -> None:
+    """Delete the SQLite write-ahead log and shared-memory files left beside an old GeoPackage.
+
+    QGIS stopped while it had the old file open leaves ``-wal`` and ``-shm`` behind; SQLite would
+    replay that log into the new file that takes the old one's name, and the user would see the
+    old crowns or a "malformed" database. The plugin never writes over a layer that is open
+    (gis/output_checks.py), so whatever lies beside the file at this point is stale.
+    """
+    for suffix in ("-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def write_crown_geopackage(
     path: str | Path,
     crs_wkt: str | None,
@@ -92,6 +104,7 @@ def write_crown_geopackage(
                 raise OutputError(f"cannot write {path}: GDAL could not save crowns {start} to {i} (is the disk full?)")
         layer = None
         source = None  # closes the file
+        remove_stale_sidecars(path)
         os.replace(tmp_name, path)
     finally:
         for leftover in (tmp_name, tmp_name + "-wal", tmp_name + "-shm", tmp_name + "-journal"):
