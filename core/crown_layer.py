@@ -38,13 +38,14 @@ def check_destination(path: Path) -> None:
         raise OutputError(f"cannot write {path}: folder {path.parent} is not writable; choose another output")
 
 
-def remove_stale_sidecars(path: Path) -> None:
-    """Delete the SQLite write-ahead log and shared-memory files left beside an old GeoPackage.
+def remove_sqlite_sidecars(path: str | Path) -> None:
+    """Delete the SQLite write-ahead log, shared-memory and journal files beside a GeoPackage.
 
-    QGIS stopped while it had the old file open leaves ``-wal`` and ``-shm`` behind; SQLite would
-    replay that log into the new file that takes the old one's name, and the user would see the
-    old crowns or a "malformed" database. The plugin never writes over a layer that is open
-    (gis/output_checks.py), so whatever lies beside the file at this point is stale.
+    Beside the temporary file they are this writer's own leftovers. Beside the target they are
+    stale: QGIS stopped while it had the old file open leaves ``-wal`` and ``-shm`` behind, and
+    SQLite would replay that log into the new file that takes the old one's name (the user would
+    see the old crowns or a "malformed" database). The plugin never writes over a layer that is
+    open (gis/output_checks.py).
     """
     for suffix in ("-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -104,10 +105,9 @@ def write_crown_geopackage(
                 raise OutputError(f"cannot write {path}: GDAL could not save crowns {start} to {i} (is the disk full?)")
         layer = None
         source = None  # closes the file
-        remove_stale_sidecars(path)
+        remove_sqlite_sidecars(path)
         os.replace(tmp_name, path)
     finally:
-        for leftover in (tmp_name, tmp_name + "-wal", tmp_name + "-shm", tmp_name + "-journal"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+        Path(tmp_name).unlink(missing_ok=True)
+        remove_sqlite_sidecars(tmp_name)
     return path

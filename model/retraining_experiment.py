@@ -117,10 +117,24 @@ def retrained(model_path: Path, corrections: ImageAnnotations, settings: Trainin
     return load_checkpoint(output)
 
 
-def report_row(
-    corrections: ImageAnnotations, scored: dict, before: float, base: LoadedModel, tuned: LoadedModel, minutes: float
+def correct_and_score(
+    args: argparse.Namespace,
+    settings: TrainingSettings,
+    base: LoadedModel,
+    corrections: ImageAnnotations,
+    scored: dict,
+    before: float,
+    scratch: Path,
 ) -> float:
-    """Score ``tuned`` on the ``scored`` plots and on the corrected plot itself, print one row, return the change."""
+    """Retrain on one plot's corrections, score the new model on ``scored`` and the plot itself, print a row.
+
+    Returns the change in F1 on the ``scored`` plots.
+    """
+    if args.reviewed_margin is not None:
+        corrections = reviewed_around_crowns(corrections, args.reviewed_margin)
+    started = time.time()
+    tuned = retrained(args.model, corrections, settings, scratch)
+    minutes = (time.time() - started) / 60
     after_found = detections(tuned, scored)
     after = f1_at(after_found, scored, tuned.metadata.score_threshold)
     sweep = " ".join(f"{f1_at(after_found, scored, t):.2f}" for t in SWEEP)
@@ -148,13 +162,7 @@ def one_site(args: argparse.Namespace, settings: TrainingSettings, base: LoadedM
     for train_plot in train_plots:
         scored = {n: item for n, item in unseen.items() if n != train_plot}
         before = f1_at({n: base_found[n] for n in scored}, scored, base.metadata.score_threshold)
-        corrections = items[train_plot]
-        if args.reviewed_margin is not None:
-            corrections = reviewed_around_crowns(corrections, args.reviewed_margin)
-        started = time.time()
-        tuned = retrained(args.model, corrections, settings, scratch)
-        minutes = (time.time() - started) / 60
-        changes.append(report_row(corrections, scored, before, base, tuned, minutes))
+        changes.append(correct_and_score(args, settings, base, items[train_plot], scored, before, scratch))
     return changes
 
 
@@ -185,15 +193,10 @@ def known_sites(args: argparse.Namespace, settings: TrainingSettings, base: Load
         candidates = [p for p in plots if len(p[2].labels) >= args.min_crowns]
         if not candidates:
             continue
-        place, name, corrections = candidates[0]
-        if args.reviewed_margin is not None:
-            corrections = reviewed_around_crowns(corrections, args.reviewed_margin)
+        place, _, corrections = candidates[0]
         scored = {n: item for p, n, item in plots if p != place}
         before = f1_at(detections(base, scored), scored, base.metadata.score_threshold)
-        started = time.time()
-        tuned = retrained(args.model, corrections, settings, scratch)
-        minutes = (time.time() - started) / 60
-        changes.append(report_row(corrections, scored, before, base, tuned, minutes))
+        changes.append(correct_and_score(args, settings, base, corrections, scored, before, scratch))
     return changes
 
 
