@@ -23,11 +23,21 @@ and scores the site's other held-out places, so the measure spans several sites,
 
     .venv/bin/python model/retraining_experiment.py --known-sites [--model CHECKPOINT]
 
+``--new-sites`` does the same on every site the checkpoint never trained on (the site's first plot
+with enough crowns corrected, its other places scored): with a checkpoint trained on fewer sites,
+the closest stand-in for a user's new site, measured over several sites at once:
+
+    .venv/bin/python model/retraining_experiment.py --new-sites --model FOUR_SITE_CHECKPOINT --sites ABBY,BART
+
 A plot whose reference leaves crowns unmarked (HARV_022 marks seven crowns of a closed canopy)
 teaches that those crowns are background. ``--reviewed-margin METRES`` stands in for a user who
 marks what was reviewed: the training plot's reviewed areas become its crowns grown by that
 margin, so training sees only those areas (the Train dialog's "Only crowns inside reviewed
 areas", REGIONS in ``treecrowns:train``).
+
+``--set rehearsal_share=0.5`` stands in for a user whose orthophoto covers the site: the scored
+plots, with the base model's own crowns, are the unreviewed rest of the imagery that retraining
+rehearses (``train(rehearsal_items=...)``); no reference crown of a scored plot is used.
 
 Prints F1 on the scored plots before and after at each checkpoint's score threshold, F1 on the
 corrected plot itself before and after (did the model learn the corrections?), the F1 the new
@@ -108,12 +118,28 @@ def f1_at(found, items, threshold: float) -> float:
     return evaluate(kept, {name: item.boxes for name, item in items.items()}).as_dict()["f1"]
 
 
-def retrained(model_path: Path, corrections: ImageAnnotations, settings: TrainingSettings, scratch: Path) -> LoadedModel:
+def rehearsal_crowns(base: LoadedModel, items: dict, base_found: dict) -> list[ImageAnnotations]:
+    """The scored plots with the base model's own crowns at its threshold: the unreviewed rest of a user's imagery."""
+    rehearsal = []
+    for name, item in items.items():
+        boxes, scores = base_found[name]
+        kept = boxes[scores >= base.metadata.score_threshold]
+        rehearsal.append(ImageAnnotations(item.image_path, kept, (base.metadata.labels[0],) * len(kept)))
+    return rehearsal
+
+
+def retrained(
+    model_path: Path,
+    corrections: ImageAnnotations,
+    settings: TrainingSettings,
+    scratch: Path,
+    rehearsal: list[ImageAnnotations],
+) -> LoadedModel:
     """The checkpoint at ``model_path`` retrained on one plot's corrections, as the Train dialog would."""
     model = load_checkpoint(model_path)
     model.metadata = with_provenance(model.metadata, parent=str(model_path))
     output = scratch / f"{Path(corrections.image_path).stem}.safetensors"
-    train(model, [corrections], output, settings)
+    train(model, [corrections], output, settings, rehearsal_items=rehearsal)
     return load_checkpoint(output)
 
 
@@ -123,17 +149,21 @@ def correct_and_score(
     base: LoadedModel,
     corrections: ImageAnnotations,
     scored: dict,
-    before: float,
+    base_found: dict,
     scratch: Path,
 ) -> float:
     """Retrain on one plot's corrections, score the new model on ``scored`` and the plot itself, print a row.
 
-    Returns the change in F1 on the ``scored`` plots.
+    ``base_found`` holds the base model's detections on the scored plots. With a rehearsal share,
+    those plots with the base model's crowns are the rehearsal rasters: the user's imagery outside
+    the corrected plot, which retraining must not unlearn. Returns the change in F1 on ``scored``.
     """
+    before = f1_at({n: base_found[n] for n in scored}, scored, base.metadata.score_threshold)
     if args.reviewed_margin is not None:
         corrections = reviewed_around_crowns(corrections, args.reviewed_margin)
+    rehearsal = rehearsal_crowns(base, scored, base_found) if settings.rehearsal_share else []
     started = time.time()
-    tuned = retrained(args.model, corrections, settings, scratch)
+    tuned = retrained(args.model, corrections, settings, scratch, rehearsal)
     minutes = (time.time() - started) / 60
     after_found = detections(tuned, scored)
     after = f1_at(after_found, scored, tuned.metadata.score_threshold)
@@ -161,8 +191,7 @@ def one_site(args: argparse.Namespace, settings: TrainingSettings, base: LoadedM
     changes = []
     for train_plot in train_plots:
         scored = {n: item for n, item in unseen.items() if n != train_plot}
-        before = f1_at({n: base_found[n] for n in scored}, scored, base.metadata.score_threshold)
-        changes.append(correct_and_score(args, settings, base, items[train_plot], scored, before, scratch))
+        changes.append(correct_and_score(args, settings, base, items[train_plot], scored, base_found, scratch))
     return changes
 
 
@@ -195,8 +224,38 @@ def known_sites(args: argparse.Namespace, settings: TrainingSettings, base: Load
             continue
         place, _, corrections = candidates[0]
         scored = {n: item for p, n, item in plots if p != place}
-        before = f1_at(detections(base, scored), scored, base.metadata.score_threshold)
-        changes.append(correct_and_score(args, settings, base, corrections, scored, before, scratch))
+        changes.append(correct_and_score(args, settings, base, corrections, scored, detections(base, scored), scratch))
+    return changes
+
+
+def new_sites(args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, scratch: Path) -> list[float]:
+    """On every site the checkpoint never trained on (or those of ``args.sites``), one plot corrected, the rest scored.
+
+    The plot corrected is the site's first plot in name order with at least ``args.min_crowns``
+    crowns; the plots scored are the site's other places (both data folders).
+    """
+    from plots import detectable, read_all_plots  # the model folder's own module
+
+    trained_on = set(base.metadata.provenance.get("training_data", {}).get("train_plots", []))
+    by_site: dict[str, list] = {}
+    for plot in read_all_plots():
+        by_site.setdefault(plot.site, []).append(plot)
+    wanted = set(args.sites.split(",")) if args.sites else None
+    changes = []
+    for site, plots in sorted(by_site.items()):
+        if any(Path(p.crowns.image_path).name in trained_on for p in plots) or (wanted and site not in wanted):
+            continue
+        plots = sorted(plots, key=lambda p: p.name)
+        candidates = [p for p in plots if len(p.crowns.labels) >= args.min_crowns]
+        if len({p.place for p in plots}) < 2 or not candidates:
+            continue
+
+        def readable(plot):
+            return dataclasses.replace(plot.crowns, image_path=str(detectable(plot, scratch)), pixel_size_m=None)
+
+        corrected = candidates[0]
+        scored = {p.name: readable(p) for p in plots if p.place != corrected.place}
+        changes.append(correct_and_score(args, settings, base, readable(corrected), scored, detections(base, scored), scratch))
     return changes
 
 
@@ -211,6 +270,12 @@ def main() -> None:
         action="store_true",
         help="every site with two or more held-out places in the checkpoint's validation plots (both data folders)",
     )
+    where.add_argument(
+        "--new-sites",
+        action="store_true",
+        help="every site the checkpoint never trained on that has two or more places (both data folders)",
+    )
+    parser.add_argument("--sites", help="--new-sites: only these sites, comma-separated")
     parser.add_argument("--train-plots", help="comma-separated plots to correct, one at a time (default: the first three)")
     parser.add_argument("--min-crowns", type=int, default=15, help="--known-sites: the fewest crowns a corrected plot has")
     parser.add_argument(
@@ -233,7 +298,7 @@ def main() -> None:
         "corrected plot itself  sweep"
     )
     with tempfile.TemporaryDirectory() as scratch:
-        measure = known_sites if args.known_sites else one_site
+        measure = known_sites if args.known_sites else new_sites if args.new_sites else one_site
         changes = measure(args, settings, base, Path(scratch))
     print(f"mean change {np.mean(changes):+.3f} over {len(changes)} training plots")
 
