@@ -29,7 +29,6 @@ from .prediction import (
     resolve_device,
 )
 from .raster import RasterReader
-from .rehearsal import unreviewed_rehearsal
 from .style_mixing import attach_style_mixing
 from .training_settings import TrainingSettings
 from .training_state import load_training_state, remove_training_state, save_training_state
@@ -42,7 +41,7 @@ _MIN_VALIDATION_CROWNS = 30
 # Below this many crowns, fine-tuning often made the model worse on the site's other plots.
 _FEW_CROWNS = 15
 # Settings added after training states were first saved, with the value that trains as before.
-_SETTINGS_ADDED_OFF = {"bfloat16": False, "rehearsal_share": 0.0}
+_SETTINGS_ADDED_OFF = {"bfloat16": False}
 
 
 @dataclass(frozen=True)
@@ -157,12 +156,7 @@ def check_labels(model: LoadedModel, items: Sequence[ImageAnnotations]) -> None:
 
 
 def _training_fingerprint(
-    model: LoadedModel,
-    settings: TrainingSettings,
-    train_samples: Sequence[Sample],
-    val_samples: Sequence[Sample],
-    rehearsal_samples: Sequence[Sample],
-    steps: int,
+    model: LoadedModel, settings: TrainingSettings, train_samples: Sequence[Sample], val_samples: Sequence[Sample], steps: int
 ) -> dict:
     """What makes two trainings the same one: settings, images, model and its starting weights.
 
@@ -174,7 +168,6 @@ def _training_fingerprint(
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     meta = model.metadata
-    rehearsal = {"rehearsal_images": [s.name for s in rehearsal_samples]} if rehearsal_samples else {}
     return {
         "settings": {k: v for k, v in vars(settings).items() if k != "device" and _SETTINGS_ADDED_OFF.get(k, ...) != v},
         "steps_per_epoch": steps,
@@ -185,7 +178,6 @@ def _training_fingerprint(
         "contrast": meta.contrast,
         "patch_size": meta.patch_size,
         "starting_weights": digest.hexdigest(),
-        **rehearsal,
     }
 
 
@@ -218,11 +210,6 @@ def _training_and_validation_samples(
     return samples(kept), val_samples, []
 
 
-def _area_weights(samples: Sequence[Sample], patch: int) -> list[float]:
-    """How often each region is drawn: its area in patches, at least one."""
-    return [max(1.0, s.image.shape[1] * s.image.shape[2] / patch**2) for s in samples]
-
-
 def _warmup_then_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     """The learning rate's factor at each step: a linear warm-up, then a cosine decay to zero at the last step."""
     def factor(step: int) -> float:
@@ -243,7 +230,6 @@ def train(
     should_stop: StopCheck | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     state_path: str | Path | None = None,
-    rehearsal_items: Sequence[ImageAnnotations] | None = None,
 ) -> TrainingResult:
     """Train ``model`` in place and write its best state to ``output_path``.
 
@@ -263,11 +249,6 @@ def train(
             (``core.training_state``). If the file already holds the state of this same
             training, stopped or cancelled, training goes on from the epoch after it and
             the history holds every epoch; the file is removed when training completes.
-        rehearsal_items: Imagery with the base model's own crowns, of which
-            ``settings.rehearsal_share`` of the training patches are cut, so that a few
-            corrections do not make the model forget what it found right elsewhere (core.rehearsal).
-            None: the unreviewed windows of ``train_items`` nearest their reviewed areas, with
-            the crowns there. Ignored while the share is 0.
 
     Raises:
         AnnotationError: If there is nothing to train on.
@@ -298,13 +279,7 @@ def train(
     train_samples, val_samples, split_note = _training_and_validation_samples(meta, train_items, validation_items, settings)
     notes.extend(split_note)
     patch = meta.patch_size
-    weights = _area_weights(train_samples, patch)
-    rehearsal_samples = []
-    if settings.rehearsal_share:
-        if rehearsal_items is None:
-            rehearsal_items = unreviewed_rehearsal(train_items, meta.ground_resolution_m, patch)
-        rehearsal_samples = load_samples(rehearsal_items, meta.labels, meta.ground_resolution_m)
-    rehearsal_weights = _area_weights(rehearsal_samples, patch)
+    weights = [max(1.0, s.image.shape[1] * s.image.shape[2] / patch**2) for s in train_samples]
     steps = settings.steps_per_epoch or max(_MIN_STEPS_PER_EPOCH, math.ceil(2 * sum(weights) / settings.batch_size))
     total_steps = steps * settings.epochs
 
@@ -332,9 +307,7 @@ def train(
     step = 0
     # Drawn from their own generator: turning style mixing on leaves the patches' draws as they were.
     mixing_rng = np.random.default_rng(settings.seed + 1)
-    fingerprint = (
-        _training_fingerprint(model, settings, train_samples, val_samples, rehearsal_samples, steps) if state_path else {}
-    )
+    fingerprint = _training_fingerprint(model, settings, train_samples, val_samples, steps) if state_path else {}
     resumed = load_training_state(state_path, fingerprint) if state_path else None
     if resumed is not None:
         if resumed["saved_any"] and not Path(output_path).exists():
@@ -373,15 +346,11 @@ def train(
                         str(output_path), tuple(history), best_epoch, cancelled=True, metrics=best_metrics, notes=tuple(notes)
                     )
                 chosen = rng.choices(range(len(train_samples)), weights, k=settings.batch_size)
-                batch = []
-                for index in chosen:
-                    pool, pool_weights = train_samples, weights
-                    # Without rehearsal no extra number is drawn, so earlier trainings keep their draws.
-                    if rehearsal_samples and rng.random() < settings.rehearsal_share:
-                        pool, pool_weights = rehearsal_samples, rehearsal_weights
-                        index = rng.choices(range(len(pool)), pool_weights)[0]
-                    source = patch_source(pool, index, pool_weights, patch, settings, rng)
-                    batch.append(random_patch(source, patch, settings, rng, model.metadata.contrast))
+                batch = [
+                    random_patch(patch_source(train_samples, i, weights, patch, settings, rng), patch, settings, rng,
+                                  model.metadata.contrast)
+                    for i in chosen
+                ]
                 images = [img.to(device) for img, _ in batch]
                 targets = [{k: v.to(device) for k, v in t.items()} for _, t in batch]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.bfloat16):

@@ -64,10 +64,6 @@ class TrainingSettings:
     # float32). About twice as fast on CPUs with bfloat16 matrix units (AVX-512 BF16, AMX), far
     # slower on CPUs without them; the weights saved are float32 either way.
     bfloat16: bool = False
-    # Share of training patches cut from the rehearsal rasters (``train(rehearsal_items=...)``): the
-    # unreviewed rest of the user's imagery with the base model's own crowns as targets, so that
-    # retraining on a few corrected crowns keeps what the base model knew there. 0: off.
-    rehearsal_share: float = 0.0
     seed: int = 0
     device: Device = Device.AUTO
 
@@ -96,8 +92,6 @@ class TrainingSettings:
             problems.append(f"weight average decay must be from 0 (off) to below 1, got {self.weight_average_decay}")
         if not 0 <= self.style_mixing <= 1:
             problems.append(f"style mixing must be a share of steps from 0 (off) to 1, got {self.style_mixing}")
-        if not 0 <= self.rehearsal_share < 1:
-            problems.append(f"rehearsal share must be a fraction from 0 (off) to below 1, got {self.rehearsal_share}")
         if self.box_loss not in BOX_LOSSES:
             problems.append(f"box loss must be one of {', '.join(BOX_LOSSES)}, got {self.box_loss!r}")
         if problems:

@@ -35,10 +35,6 @@ marks what was reviewed: the training plot's reviewed areas become its crowns gr
 margin, so training sees only those areas (the Train dialog's "Only crowns inside reviewed
 areas", REGIONS in ``treecrowns:train``).
 
-``--set rehearsal_share=0.5`` stands in for a user whose orthophoto covers the site: the scored
-plots, with the base model's own crowns, are the unreviewed rest of the imagery that retraining
-rehearses (``train(rehearsal_items=...)``); no reference crown of a scored plot is used.
-
 Prints F1 on the scored plots before and after at each checkpoint's score threshold, F1 on the
 corrected plot itself before and after (did the model learn the corrections?), the F1 the new
 model would reach on the scored plots at other thresholds (to tell calibration from learning), and
@@ -118,28 +114,12 @@ def f1_at(found, items, threshold: float) -> float:
     return evaluate(kept, {name: item.boxes for name, item in items.items()}).as_dict()["f1"]
 
 
-def rehearsal_crowns(base: LoadedModel, items: dict, base_found: dict) -> list[ImageAnnotations]:
-    """The scored plots with the base model's own crowns at its threshold: the unreviewed rest of a user's imagery."""
-    rehearsal = []
-    for name, item in items.items():
-        boxes, scores = base_found[name]
-        kept = boxes[scores >= base.metadata.score_threshold]
-        rehearsal.append(ImageAnnotations(item.image_path, kept, (base.metadata.labels[0],) * len(kept)))
-    return rehearsal
-
-
-def retrained(
-    model_path: Path,
-    corrections: ImageAnnotations,
-    settings: TrainingSettings,
-    scratch: Path,
-    rehearsal: list[ImageAnnotations],
-) -> LoadedModel:
+def retrained(model_path: Path, corrections: ImageAnnotations, settings: TrainingSettings, scratch: Path) -> LoadedModel:
     """The checkpoint at ``model_path`` retrained on one plot's corrections, as the Train dialog would."""
     model = load_checkpoint(model_path)
     model.metadata = with_provenance(model.metadata, parent=str(model_path))
     output = scratch / f"{Path(corrections.image_path).stem}.safetensors"
-    train(model, [corrections], output, settings, rehearsal_items=rehearsal)
+    train(model, [corrections], output, settings)
     return load_checkpoint(output)
 
 
@@ -154,16 +134,14 @@ def correct_and_score(
 ) -> float:
     """Retrain on one plot's corrections, score the new model on ``scored`` and the plot itself, print a row.
 
-    ``base_found`` holds the base model's detections on the scored plots. With a rehearsal share,
-    those plots with the base model's crowns are the rehearsal rasters: the user's imagery outside
-    the corrected plot, which retraining must not unlearn. Returns the change in F1 on ``scored``.
+    ``base_found`` holds the base model's detections on the scored plots. Returns the change in F1
+    on ``scored``.
     """
     before = f1_at({n: base_found[n] for n in scored}, scored, base.metadata.score_threshold)
     if args.reviewed_margin is not None:
         corrections = reviewed_around_crowns(corrections, args.reviewed_margin)
-    rehearsal = rehearsal_crowns(base, scored, base_found) if settings.rehearsal_share else []
     started = time.time()
-    tuned = retrained(args.model, corrections, settings, scratch, rehearsal)
+    tuned = retrained(args.model, corrections, settings, scratch)
     minutes = (time.time() - started) / 60
     after_found = detections(tuned, scored)
     after = f1_at(after_found, scored, tuned.metadata.score_threshold)
@@ -199,12 +177,9 @@ def known_sites(args: argparse.Namespace, settings: TrainingSettings, base: Load
     """On every site with two or more held-out places, one held-out plot corrected, the other places scored.
 
     The held-out plots are those the checkpoint records as its validation plots (both labelled
-    folders): the model knows the site from its other plots but never trained on these. The plot
-    corrected is the site's first held-out plot with at least ``args.min_crowns`` crowns; the
-    plots scored are the site's other held-out places (the other flight year of the same place
-    is left out of both).
+    folders): the model knows the site from its other plots but never trained on these.
     """
-    from plots import detectable, read_all_plots  # the model folder's own module
+    from plots import read_all_plots  # the model folder's own module
 
     held = set(base.metadata.provenance.get("training_data", {}).get("validation_plots", []))
     if not held:
@@ -212,47 +187,45 @@ def known_sites(args: argparse.Namespace, settings: TrainingSettings, base: Load
     by_site: dict[str, list] = {}
     for plot in read_all_plots():
         if Path(plot.crowns.image_path).name in held:
-            copy = detectable(plot, scratch)
-            crowns = dataclasses.replace(plot.crowns, image_path=str(copy), pixel_size_m=None)
-            by_site.setdefault(plot.site, []).append((plot.place, plot.name, crowns))
-    changes = []
-    for site, plots in sorted(by_site.items()):
-        if len({place for place, _, _ in plots}) < 2:
-            continue
-        candidates = [p for p in plots if len(p[2].labels) >= args.min_crowns]
-        if not candidates:
-            continue
-        place, _, corrections = candidates[0]
-        scored = {n: item for p, n, item in plots if p != place}
-        changes.append(correct_and_score(args, settings, base, corrections, scored, detections(base, scored), scratch))
-    return changes
+            by_site.setdefault(plot.site, []).append(plot)
+    return one_plot_per_site(args, settings, base, by_site, scratch)
 
 
 def new_sites(args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, scratch: Path) -> list[float]:
-    """On every site the checkpoint never trained on (or those of ``args.sites``), one plot corrected, the rest scored.
-
-    The plot corrected is the site's first plot in name order with at least ``args.min_crowns``
-    crowns; the plots scored are the site's other places (both data folders).
-    """
-    from plots import detectable, read_all_plots  # the model folder's own module
+    """On every site the checkpoint never trained on (or those of ``args.sites``), one plot corrected, the rest scored."""
+    from plots import read_all_plots  # the model folder's own module
 
     trained_on = set(base.metadata.provenance.get("training_data", {}).get("train_plots", []))
+    wanted = set(args.sites.split(",")) if args.sites else None
     by_site: dict[str, list] = {}
     for plot in read_all_plots():
         by_site.setdefault(plot.site, []).append(plot)
-    wanted = set(args.sites.split(",")) if args.sites else None
+    unseen = {
+        site: plots
+        for site, plots in by_site.items()
+        if not any(Path(p.crowns.image_path).name in trained_on for p in plots) and (wanted is None or site in wanted)
+    }
+    return one_plot_per_site(args, settings, base, unseen, scratch)
+
+
+def one_plot_per_site(
+    args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, by_site: dict[str, list], scratch: Path
+) -> list[float]:
+    """For each site with two or more places, its first plot with ``args.min_crowns`` crowns corrected, its other places scored.
+
+    Plots are taken in the order the data folders list them; the other flight year of the
+    corrected place is left out of both.
+    """
+    from plots import detectable  # the model folder's own module
+
+    def readable(plot) -> ImageAnnotations:
+        return dataclasses.replace(plot.crowns, image_path=str(detectable(plot, scratch)), pixel_size_m=None)
+
     changes = []
-    for site, plots in sorted(by_site.items()):
-        if any(Path(p.crowns.image_path).name in trained_on for p in plots) or (wanted and site not in wanted):
-            continue
-        plots = sorted(plots, key=lambda p: p.name)
+    for _site, plots in sorted(by_site.items()):
         candidates = [p for p in plots if len(p.crowns.labels) >= args.min_crowns]
         if len({p.place for p in plots}) < 2 or not candidates:
             continue
-
-        def readable(plot):
-            return dataclasses.replace(plot.crowns, image_path=str(detectable(plot, scratch)), pixel_size_m=None)
-
         corrected = candidates[0]
         scored = {p.name: readable(p) for p in plots if p.place != corrected.place}
         changes.append(correct_and_score(args, settings, base, readable(corrected), scored, detections(base, scored), scratch))
@@ -277,7 +250,7 @@ def main() -> None:
     )
     parser.add_argument("--sites", help="--new-sites: only these sites, comma-separated")
     parser.add_argument("--train-plots", help="comma-separated plots to correct, one at a time (default: the first three)")
-    parser.add_argument("--min-crowns", type=int, default=15, help="--known-sites: the fewest crowns a corrected plot has")
+    parser.add_argument("--min-crowns", type=int, default=15, help="--known-sites, --new-sites: the fewest crowns a corrected plot has")
     parser.add_argument(
         "--reviewed-margin",
         type=float,

@@ -199,8 +199,6 @@ def test_settings_a_user_could_mistype_are_refused_with_what_to_change():
         TrainingSettings(weight_average_decay=1.0)
     with pytest.raises(TreecrownsError, match="style mixing"):
         TrainingSettings(style_mixing=1.5)
-    with pytest.raises(TreecrownsError, match="rehearsal share"):
-        TrainingSettings(rehearsal_share=1.0)
     with pytest.raises(TreecrownsError, match="box loss must be one of l1, giou, got 'iou'"):
         TrainingSettings(box_loss="iou")
 
@@ -456,46 +454,3 @@ def test_training_patches_are_equalised_as_the_checkpoint_or_the_equalise_share_
         return sum(bool(random_patch(sample, 200, settings, rng)[0].max() > 0.9) for _ in range(100))
 
     assert equalised_patches(0.0) == 0 and equalised_patches(1.0) == 100 and 35 <= equalised_patches(0.5) <= 65
-
-
-def test_rehearsal_cuts_its_share_of_patches_from_the_unreviewed_imagery(tmp_path, monkeypatch):
-    import treecrowns.core.training as training
-
-    drawn = []
-    real_random_patch = training.random_patch
-
-    def recording_random_patch(sample, *args, **kwargs):
-        drawn.append(sample.name.split("@")[0])
-        return real_random_patch(sample, *args, **kwargs)
-
-    monkeypatch.setattr(training, "random_patch", recording_random_patch)
-    corrected = scene(tmp_path, "corrected", 1, count=35, size=256)
-    unreviewed = scene(tmp_path, "unreviewed", 2, count=12, size=256)
-    settings = replace(FAST, epochs=1, steps_per_epoch=25, batch_size=4, validation_share=0.0)
-    train(small_model(), [corrected], tmp_path / "plain.safetensors", settings, rehearsal_items=[unreviewed])
-    assert drawn and set(drawn) == {"corrected.tif"}, "without a rehearsal share the rehearsal rasters are not read"
-    drawn.clear()
-    rehearsing = replace(settings, rehearsal_share=0.4)
-    train(small_model(), [corrected], tmp_path / "rehearsed.safetensors", rehearsing, rehearsal_items=[unreviewed])
-    share = drawn.count("unreviewed.tif") / len(drawn)
-    assert len(drawn) == 100 and 0.25 < share < 0.55, share
-
-
-def test_without_rehearsal_rasters_the_unreviewed_windows_of_the_corrected_raster_are_rehearsed(tmp_path, monkeypatch):
-    import treecrowns.core.training as training
-
-    drawn = []
-    real_random_patch = training.random_patch
-
-    def recording_random_patch(sample, *args, **kwargs):
-        drawn.append(sample.name)
-        return real_random_patch(sample, *args, **kwargs)
-
-    monkeypatch.setattr(training, "random_patch", recording_random_patch)
-    # The model's 64 px at 0.1 m are 64 raster pixels: the reviewed area is one window of four.
-    orthophoto = replace(scene(tmp_path, "ortho", 3, count=30, size=128), regions=(Polygon([(0, 0), (64, 0), (64, 64), (0, 64)]),))
-    settings = replace(FAST, epochs=1, steps_per_epoch=25, batch_size=4, validation_share=0.0, rehearsal_share=0.4)
-    train(small_model(), [orthophoto], tmp_path / "rehearsed.safetensors", settings)
-    rehearsed = [name for name in drawn if not name.endswith("@0,0")]
-    assert rehearsed and {name.split("@")[0] for name in rehearsed} == {"ortho.tif"}
-    assert 0.25 < len(rehearsed) / len(drawn) < 0.55
