@@ -18,8 +18,8 @@ class TrainingSettings:
     epochs: int = 10
     batch_size: int = 8
     # 0.001: on five sites the 18-site model knows, one corrected plot then helps the site's other
-    # plots (+0.034 mean) where 0.002 barely did (+0.007), and on a new site it gains as much
-    # (model card, "Correcting one plot and retraining").
+    # plots (+0.034 mean) where 0.002 barely did (+0.007), and on five sites the 4-site model never
+    # saw it gains as much (+0.172 against +0.174; model card, "Correcting one plot and retraining").
     learning_rate: float = 0.001
     weight_decay: float = 1e-4
     steps_per_epoch: int | None = None
