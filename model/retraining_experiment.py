@@ -44,7 +44,6 @@ the minutes training took.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import sys
 import tempfile
@@ -124,18 +123,6 @@ def retrained(model_path: Path, corrections: ImageAnnotations, settings: Trainin
     return load_checkpoint(output)
 
 
-def blended(base: LoadedModel, tuned: LoadedModel, share: float) -> LoadedModel:
-    """The retrained model's weights moved back towards the base: base + ``share`` x (retrained - base)."""
-    network = copy.deepcopy(tuned.network)
-    start = base.network.state_dict()
-    state = {
-        name: start[name] + share * (value - start[name]) if value.is_floating_point() else value
-        for name, value in tuned.network.state_dict().items()
-    }
-    network.load_state_dict(state)
-    return LoadedModel(network, tuned.metadata)
-
-
 def correct_and_score(
     args: argparse.Namespace,
     settings: TrainingSettings,
@@ -162,17 +149,10 @@ def correct_and_score(
     itself = {Path(corrections.image_path).stem: corrections}
     itself_before = f1_at(detections(base, itself), itself, base.metadata.score_threshold)
     itself_after = f1_at(detections(tuned, itself), itself, tuned.metadata.score_threshold)
-    blends = []
-    for share in args.blends:
-        mixed = blended(base, tuned, share)
-        mixed_after = f1_at(detections(mixed, scored), scored, tuned.metadata.score_threshold)
-        mixed_itself = f1_at(detections(mixed, itself), itself, tuned.metadata.score_threshold)
-        args.blend_changes.setdefault(share, []).append(mixed_after - before)
-        blends.append(f"  x{share}: {mixed_after:.3f} ({mixed_itself:.3f})")
     print(
         f"{next(iter(itself)):15} {len(corrections.labels):6d} {len(scored):6d} {before:9.3f} {after:9.3f} "
         f"{after - before:+7.3f} {minutes:5.1f}  {itself_before:.3f} -> {itself_after:.3f}  "
-        f"{sweep} (thr {tuned.metadata.score_threshold})" + "".join(blends),
+        f"{sweep} (thr {tuned.metadata.score_threshold})",
         flush=True,
     )
     return after - before
@@ -277,16 +257,8 @@ def main() -> None:
         metavar="METRES",
         help="train only inside the training plot's crowns grown by this margin (its reviewed areas)",
     )
-    parser.add_argument(
-        "--blends",
-        type=lambda text: [float(v) for v in text.split(",")],
-        default=[],
-        metavar="SHARES",
-        help="also score the retrained weights moved back towards the base, keeping these shares of the change (e.g. 0.5,0.75)",
-    )
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="change one TrainingSettings field")
     args = parser.parse_args()
-    args.blend_changes = {}  # share kept -> change in F1 on the scored plots, per corrected plot
 
     settings = settings_from(args.set)
     base = load_checkpoint(args.model)
@@ -302,8 +274,6 @@ def main() -> None:
         measure = known_sites if args.known_sites else new_sites if args.new_sites else one_site
         changes = measure(args, settings, base, Path(scratch))
     print(f"mean change {np.mean(changes):+.3f} over {len(changes)} training plots")
-    for share, blend_changes in args.blend_changes.items():
-        print(f"blend x{share}: mean change {np.mean(blend_changes):+.3f}")
 
 
 if __name__ == "__main__":
