@@ -35,6 +35,10 @@ marks what was reviewed: the training plot's reviewed areas become its crowns gr
 margin, so training sees only those areas (the Train dialog's "Only crowns inside reviewed
 areas", REGIONS in ``treecrowns:train``).
 
+``--one-view`` detects once per patch at the checkpoint's one-view threshold instead of as it ships:
+what the network itself learnt, scored as the slow retraining test scores it
+(``--site HARV --train-plots HARV_041 --one-view`` is that test's pair for any checkpoint).
+
 Prints F1 on the scored plots before and after at each checkpoint's score threshold, F1 on the
 corrected plot itself before and after (did the model learn the corrections?), the F1 the new
 model would reach on the scored plots at other thresholds (to tell calibration from learning), and
@@ -99,9 +103,20 @@ def reviewed_around_crowns(item: ImageAnnotations, margin_m: float) -> ImageAnno
     return dataclasses.replace(item, regions=parts)
 
 
-def detections(model: LoadedModel, items) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Boxes and scores per plot, down to the lowest score swept (or the checkpoint's threshold if lower)."""
-    settings = DetectionSettings(score_threshold=min(SWEEP[0], model.metadata.score_threshold))
+def threshold_of(model: LoadedModel, one_view: bool) -> float:
+    """The checkpoint's score threshold for the way the plots are detected."""
+    return model.metadata.score_threshold_for(test_time_augmentation=False) if one_view else model.metadata.score_threshold
+
+
+def detections(model: LoadedModel, items, one_view: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Boxes and scores per plot, down to the lowest score swept (or the checkpoint's threshold if lower).
+
+    As the checkpoint ships (its views), or with ``one_view`` once per patch: what the network itself learnt.
+    """
+    settings = DetectionSettings(
+        score_threshold=min(SWEEP[0], threshold_of(model, one_view)),
+        test_time_augmentation=False if one_view else None,
+    )
     found = {}
     for name, item in items.items():
         result = detect(item.image_path, model, settings)
@@ -137,22 +152,22 @@ def correct_and_score(
     ``base_found`` holds the base model's detections on the scored plots. Returns the change in F1
     on ``scored``.
     """
-    before = f1_at({n: base_found[n] for n in scored}, scored, base.metadata.score_threshold)
+    before = f1_at({n: base_found[n] for n in scored}, scored, threshold_of(base, args.one_view))
     if args.reviewed_margin is not None:
         corrections = reviewed_around_crowns(corrections, args.reviewed_margin)
     started = time.time()
     tuned = retrained(args.model, corrections, settings, scratch)
     minutes = (time.time() - started) / 60
-    after_found = detections(tuned, scored)
-    after = f1_at(after_found, scored, tuned.metadata.score_threshold)
+    after_found = detections(tuned, scored, args.one_view)
+    after = f1_at(after_found, scored, threshold_of(tuned, args.one_view))
     sweep = " ".join(f"{f1_at(after_found, scored, t):.2f}" for t in SWEEP)
     itself = {Path(corrections.image_path).stem: corrections}
-    itself_before = f1_at(detections(base, itself), itself, base.metadata.score_threshold)
-    itself_after = f1_at(detections(tuned, itself), itself, tuned.metadata.score_threshold)
+    itself_before = f1_at(detections(base, itself, args.one_view), itself, threshold_of(base, args.one_view))
+    itself_after = f1_at(detections(tuned, itself, args.one_view), itself, threshold_of(tuned, args.one_view))
     print(
         f"{next(iter(itself)):15} {len(corrections.labels):6d} {len(scored):6d} {before:9.3f} {after:9.3f} "
         f"{after - before:+7.3f} {minutes:5.1f}  {itself_before:.3f} -> {itself_after:.3f}  "
-        f"{sweep} (thr {tuned.metadata.score_threshold})",
+        f"{sweep} (thr {threshold_of(tuned, args.one_view)})",
         flush=True,
     )
     return after - before
@@ -165,7 +180,7 @@ def one_site(args: argparse.Namespace, settings: TrainingSettings, base: LoadedM
     site_plots = sorted(name for name in items if name.startswith(args.site + "_"))
     train_plots = args.train_plots.split(",") if args.train_plots else site_plots[:3]
     unseen = {n: items[n] for n in site_plots if f"{n}.tif" not in seen}
-    base_found = detections(base, unseen)  # the base model is the same for every training plot
+    base_found = detections(base, unseen, args.one_view)  # the base model is the same for every training plot
     changes = []
     for train_plot in train_plots:
         scored = {n: item for n, item in unseen.items() if n != train_plot}
@@ -228,7 +243,7 @@ def one_plot_per_site(
             continue
         corrected = candidates[0]
         scored = {p.name: readable(p) for p in plots if p.place != corrected.place}
-        changes.append(correct_and_score(args, settings, base, readable(corrected), scored, detections(base, scored), scratch))
+        changes.append(correct_and_score(args, settings, base, readable(corrected), scored, detections(base, scored, args.one_view), scratch))
     return changes
 
 
@@ -257,6 +272,11 @@ def main() -> None:
         metavar="METRES",
         help="train only inside the training plot's crowns grown by this margin (its reviewed areas)",
     )
+    parser.add_argument(
+        "--one-view",
+        action="store_true",
+        help="detect once per patch at the one-view threshold (as the slow retraining test scores), not as the checkpoint ships",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="change one TrainingSettings field")
     args = parser.parse_args()
 
@@ -265,7 +285,7 @@ def main() -> None:
     print(f"settings: {settings}")
     if args.reviewed_margin is not None:
         print(f"reviewed areas: each training plot's crowns grown by {args.reviewed_margin} m")
-    print(f"base threshold {base.metadata.score_threshold}; F1 after at thresholds {SWEEP}")
+    print(f"base threshold {threshold_of(base, args.one_view)}; F1 after at thresholds {SWEEP}")
     print(
         f"{'train on':15} {'crowns':>6} {'scored':>6} {'F1 before':>9} {'F1 after':>9} {'change':>7} {'min':>5}  "
         "corrected plot itself  sweep"
