@@ -9,6 +9,8 @@ from .prediction import Device
 
 # Box regression losses torchvision's RetinaNet head computes (TrainingSettings.box_loss).
 BOX_LOSSES = ("l1", "giou")
+# Optimisers a training can use (TrainingSettings.optimiser).
+OPTIMISERS = ("sgd", "adamw")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,10 @@ class TrainingSettings:
     # colour jitter, so that the network sees raw and contrast-equalised imagery alike. Unlike a
     # checkpoint's contrast normalisation, nothing is done to the pixels at detection. 0: off.
     equalise_share: float = 0.0
+    # Share of training patches turned to grey (each channel the mean of the three) after the
+    # colour jitter, so that the network has to find crowns by shape and shade when a site's
+    # colours are unlike any it trained on. 0: off.
+    greyscale_share: float = 0.0
     # Share of training patches read at the model's own resolution, not resized. Every other
     # patch is resized to a random zoom, which softens it, while detection at 1 x reads
     # pixels that were never resized.
@@ -60,6 +66,9 @@ class TrainingSettings:
     # default), or "giou", one minus the generalised IoU of the decoded box with the crown, which
     # scores the overlap that matching at IoU 0.4 asks for.
     box_loss: str = "l1"
+    # "sgd" (momentum 0.9) or "adamw". SGD's step grows with the gradient, so how far a rate moves
+    # a trained model depends on how that model was trained; AdamW's step is about the rate itself.
+    optimiser: str = "sgd"
     # Run the network's forward pass in bfloat16 (torch.autocast; weights, optimiser and losses stay
     # float32). About twice as fast on CPUs with bfloat16 matrix units (AVX-512 BF16, AMX), far
     # slower on CPUs without them; the weights saved are float32 either way.
@@ -75,6 +84,8 @@ class TrainingSettings:
             problems.append(f"batch size must be at least 1, got {self.batch_size}")
         if not self.learning_rate > 0:
             problems.append(f"learning rate must be above 0, got {self.learning_rate}")
+        if not 0 <= self.greyscale_share <= 1:
+            problems.append(f"greyscale share must be a fraction from 0 to 1, got {self.greyscale_share}")
         if not 0 <= self.validation_share < 1:
             problems.append(f"validation share must be a fraction from 0 to below 1, got {self.validation_share}")
         low, high = self.scale_jitter
@@ -94,6 +105,8 @@ class TrainingSettings:
             problems.append(f"style mixing must be a share of steps from 0 (off) to 1, got {self.style_mixing}")
         if self.box_loss not in BOX_LOSSES:
             problems.append(f"box loss must be one of {', '.join(BOX_LOSSES)}, got {self.box_loss!r}")
+        if self.optimiser not in OPTIMISERS:
+            problems.append(f"optimiser must be one of {', '.join(OPTIMISERS)}, got {self.optimiser!r}")
         if problems:
             raise TreecrownsError("; ".join(problems))
 

@@ -86,8 +86,10 @@ def settings_from(pairs: list[str]) -> TrainingSettings:
             changes[name] = value.lower() in ("1", "true", "yes")
         elif current is None or isinstance(current, (int, float)):
             changes[name] = float(value) if isinstance(current, float) or "." in value else int(value)
+        elif isinstance(current, str):
+            changes[name] = value
         else:
-            raise SystemExit(f"--set {pair}: only number and yes/no fields can be changed here")
+            raise SystemExit(f"--set {pair}: only number, text and yes/no fields can be changed here")
     return dataclasses.replace(defaults, **changes)
 
 

@@ -201,6 +201,8 @@ def test_settings_a_user_could_mistype_are_refused_with_what_to_change():
         TrainingSettings(style_mixing=1.5)
     with pytest.raises(TreecrownsError, match="box loss must be one of l1, giou, got 'iou'"):
         TrainingSettings(box_loss="iou")
+    with pytest.raises(TreecrownsError, match="optimiser must be one of sgd, adamw, got 'adam'"):
+        TrainingSettings(optimiser="adam")
 
 
 def test_the_giou_box_loss_scores_overlap_and_trains_other_weights(tmp_path):
@@ -217,6 +219,20 @@ def test_the_giou_box_loss_scores_overlap_and_trains_other_weights(tmp_path):
     l1_weights = load_checkpoint(tmp_path / "l1.safetensors").network.state_dict()
     giou_weights = load_checkpoint(tmp_path / "giou.safetensors").network.state_dict()
     assert any(not torch.equal(l1_weights[k], v) for k, v in giou_weights.items())
+
+
+def test_adamw_moves_the_weights_further_than_sgd_at_the_same_rate(tmp_path):
+    """AdamW's step is about the rate itself, SGD's about the rate times the gradient."""
+    items = [scene(tmp_path, "s0", 0)]
+    start = small_model().network.state_dict()
+    moved = {}
+    for optimiser in ("sgd", "adamw"):
+        out = tmp_path / f"{optimiser}.safetensors"
+        train(small_model(), items, out, whole_network(replace(FAST, epochs=1, learning_rate=1e-3, optimiser=optimiser)))
+        trained = load_checkpoint(out).network.state_dict()
+        moved[optimiser] = sum(float((trained[k].float() - v.float()).abs().sum()) for k, v in start.items() if v.is_floating_point())
+    assert moved["sgd"] > 0
+    assert moved["adamw"] > 2 * moved["sgd"], moved
 
 
 def test_weight_averaging_saves_the_running_average_of_the_steps_not_the_last_step(tmp_path):
@@ -454,3 +470,23 @@ def test_training_patches_are_equalised_as_the_checkpoint_or_the_equalise_share_
         return sum(bool(random_patch(sample, 200, settings, rng)[0].max() > 0.9) for _ in range(100))
 
     assert equalised_patches(0.0) == 0 and equalised_patches(1.0) == 100 and 35 <= equalised_patches(0.5) <= 65
+
+
+def test_the_greyscale_share_turns_that_share_of_training_patches_grey():
+    from random import Random
+
+    from treecrowns.core.patches import Sample, random_patch
+
+    green = torch.zeros((3, 200, 200))
+    green[1] = 160.0
+    sample = Sample("green", green, torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64))
+
+    def grey_patches(share: float) -> int:
+        settings = TrainingSettings(greyscale_share=share, scale_jitter=(1.0, 1.0))
+        rng = Random(0)
+        patches = [random_patch(sample, 200, settings, rng)[0] for _ in range(100)]
+        return sum(bool(torch.allclose(p[0], p[1]) and torch.allclose(p[1], p[2])) for p in patches)
+
+    assert grey_patches(0.0) == 0 and grey_patches(1.0) == 100 and 10 <= grey_patches(0.25) <= 40
+    with pytest.raises(TreecrownsError, match="greyscale share"):
+        TrainingSettings(greyscale_share=1.5)
