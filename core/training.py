@@ -41,7 +41,7 @@ _MIN_VALIDATION_CROWNS = 30
 # Below this many crowns, fine-tuning often made the model worse on the site's other plots.
 _FEW_CROWNS = 15
 # Settings added after training states were first saved, with the value that trains as before.
-_SETTINGS_ADDED_OFF = {"bfloat16": False, "optimiser": "sgd", "greyscale_share": 0.0}
+_SETTINGS_ADDED_OFF = {"bfloat16": False, "greyscale_share": 0.0}
 
 
 @dataclass(frozen=True)
@@ -120,13 +120,6 @@ def _parameter_groups(network: torch.nn.Module, settings: TrainingSettings) -> l
     if trunk_params and settings.trunk_learning_rate_factor > 0:
         groups.append({"params": trunk_params, "lr": settings.learning_rate * settings.trunk_learning_rate_factor})
     return groups
-
-
-def _optimiser(param_groups: list[dict], settings: TrainingSettings) -> torch.optim.Optimizer:
-    """SGD with momentum, or AdamW, at the settings' rate and weight decay."""
-    if settings.optimiser == "adamw":
-        return torch.optim.AdamW(param_groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    return torch.optim.SGD(param_groups, lr=settings.learning_rate, momentum=0.9, weight_decay=settings.weight_decay)
 
 
 def _weight_average(network: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
@@ -300,7 +293,7 @@ def train(
     kept_network = network if averaged is None else averaged.module
     param_groups = _parameter_groups(network, settings)
     params = [p for group in param_groups for p in group["params"]]
-    optimiser = _optimiser(param_groups, settings)
+    optimiser = torch.optim.SGD(param_groups, lr=settings.learning_rate, momentum=0.9, weight_decay=settings.weight_decay)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _warmup_then_cosine(settings.warmup_steps, total_steps))
     history: list[EpochReport] = []

@@ -9,8 +9,6 @@ from .prediction import Device
 
 # Box regression losses torchvision's RetinaNet head computes (TrainingSettings.box_loss).
 BOX_LOSSES = ("l1", "giou")
-# Optimisers a training can use (TrainingSettings.optimiser).
-OPTIMISERS = ("sgd", "adamw")
 
 
 @dataclass(frozen=True)
@@ -66,9 +64,6 @@ class TrainingSettings:
     # default), or "giou", one minus the generalised IoU of the decoded box with the crown, which
     # scores the overlap that matching at IoU 0.4 asks for.
     box_loss: str = "l1"
-    # "sgd" (momentum 0.9) or "adamw". SGD's step grows with the gradient, so how far a rate moves
-    # a trained model depends on how that model was trained; AdamW's step is about the rate itself.
-    optimiser: str = "sgd"
     # Run the network's forward pass in bfloat16 (torch.autocast; weights, optimiser and losses stay
     # float32). About twice as fast on CPUs with bfloat16 matrix units (AVX-512 BF16, AMX), far
     # slower on CPUs without them; the weights saved are float32 either way.
@@ -105,8 +100,6 @@ class TrainingSettings:
             problems.append(f"style mixing must be a share of steps from 0 (off) to 1, got {self.style_mixing}")
         if self.box_loss not in BOX_LOSSES:
             problems.append(f"box loss must be one of {', '.join(BOX_LOSSES)}, got {self.box_loss!r}")
-        if self.optimiser not in OPTIMISERS:
-            problems.append(f"optimiser must be one of {', '.join(OPTIMISERS)}, got {self.optimiser!r}")
         if problems:
             raise TreecrownsError("; ".join(problems))
 
