@@ -136,9 +136,6 @@ def random_patch(
     if settings.augment:
         image, boxes_t = _flip_and_transpose(image, boxes_t, patch, rng)
         image = colour_jitter(image, rng, settings.colour_jitter)
-        # Without a greyscale share no extra number is drawn, so earlier recipes keep their random draws.
-        if settings.greyscale_share and rng.random() < settings.greyscale_share:
-            image = image.mean(dim=0, keepdim=True).expand_as(image).contiguous()
     return image, {"boxes": boxes_t, "labels": labels}
 
 

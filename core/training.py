@@ -41,7 +41,7 @@ _MIN_VALIDATION_CROWNS = 30
 # Below this many crowns, fine-tuning often made the model worse on the site's other plots.
 _FEW_CROWNS = 15
 # Settings added after training states were first saved, with the value that trains as before.
-_SETTINGS_ADDED_OFF = {"bfloat16": False, "greyscale_share": 0.0}
+_SETTINGS_ADDED_OFF = {"bfloat16": False}
 
 
 @dataclass(frozen=True)

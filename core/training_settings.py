@@ -33,10 +33,6 @@ class TrainingSettings:
     # colour jitter, so that the network sees raw and contrast-equalised imagery alike. Unlike a
     # checkpoint's contrast normalisation, nothing is done to the pixels at detection. 0: off.
     equalise_share: float = 0.0
-    # Share of training patches turned to grey (each channel the mean of the three) after the
-    # colour jitter, so that the network has to find crowns by shape and shade when a site's
-    # colours are unlike any it trained on. 0: off.
-    greyscale_share: float = 0.0
     # Share of training patches read at the model's own resolution, not resized. Every other
     # patch is resized to a random zoom, which softens it, while detection at 1 x reads
     # pixels that were never resized.
@@ -79,8 +75,6 @@ class TrainingSettings:
             problems.append(f"batch size must be at least 1, got {self.batch_size}")
         if not self.learning_rate > 0:
             problems.append(f"learning rate must be above 0, got {self.learning_rate}")
-        if not 0 <= self.greyscale_share <= 1:
-            problems.append(f"greyscale share must be a fraction from 0 to 1, got {self.greyscale_share}")
         if not 0 <= self.validation_share < 1:
             problems.append(f"validation share must be a fraction from 0 to below 1, got {self.validation_share}")
         low, high = self.scale_jitter

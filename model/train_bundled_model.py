@@ -124,8 +124,6 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         "per-channel gain +-10 %%; 2 doubles every range)")
     parser.add_argument("--equalise-share", type=float, default=0.0,
                         help="share of training patches whose luminance histogram is equalised, as augmentation (0 to 1)")
-    parser.add_argument("--greyscale-share", type=float, default=0.0,
-                        help="share of training patches turned to grey after the colour jitter (0 to 1); 0: off")
     parser.add_argument("--contrast", default=Contrast.NONE.value, choices=[c.value for c in Contrast],
                         help="contrast normalisation of every patch at training and detection, recorded in the checkpoint")
     parser.add_argument("--native-share", type=float, default=0.0,
@@ -175,7 +173,6 @@ def training_settings(args: argparse.Namespace) -> TrainingSettings:
             scale_jitter=args.scale_jitter,
             colour_jitter=args.colour_jitter,
             equalise_share=args.equalise_share,
-            greyscale_share=args.greyscale_share,
             native_share=args.native_share,
             mosaic_share=args.mosaic_share,
             weight_average_decay=args.weight_average,

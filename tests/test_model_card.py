@@ -17,7 +17,7 @@ WRITER = REPO / "model" / "write_model_card.py"
 # Training settings whose value here means "not used", as every checkpoint trained before the
 # setting existed was trained.
 SETTINGS_OFF = {"weight_average_decay": 0.0, "style_mixing": 0.0, "box_loss": "l1", "equalise_share": 0.0,
-                "bfloat16": False, "greyscale_share": 0.0}
+                "bfloat16": False}
 
 
 def write_card(folder: Path) -> str:

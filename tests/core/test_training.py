@@ -454,23 +454,3 @@ def test_training_patches_are_equalised_as_the_checkpoint_or_the_equalise_share_
         return sum(bool(random_patch(sample, 200, settings, rng)[0].max() > 0.9) for _ in range(100))
 
     assert equalised_patches(0.0) == 0 and equalised_patches(1.0) == 100 and 35 <= equalised_patches(0.5) <= 65
-
-
-def test_the_greyscale_share_turns_that_share_of_training_patches_grey():
-    from random import Random
-
-    from treecrowns.core.patches import Sample, random_patch
-
-    green = torch.zeros((3, 200, 200))
-    green[1] = 160.0
-    sample = Sample("green", green, torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64))
-
-    def grey_patches(share: float) -> int:
-        settings = TrainingSettings(greyscale_share=share, scale_jitter=(1.0, 1.0))
-        rng = Random(0)
-        patches = [random_patch(sample, 200, settings, rng)[0] for _ in range(100)]
-        return sum(bool(torch.allclose(p[0], p[1]) and torch.allclose(p[1], p[2])) for p in patches)
-
-    assert grey_patches(0.0) == 0 and grey_patches(1.0) == 100 and 10 <= grey_patches(0.25) <= 40
-    with pytest.raises(TreecrownsError, match="greyscale share"):
-        TrainingSettings(greyscale_share=1.5)
