@@ -67,6 +67,7 @@ from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
 from treecrowns.core.raster import RasterReader  # noqa: E402
 from treecrowns.core.training import train  # noqa: E402
+from treecrowns.core.errors import TreecrownsError  # noqa: E402
 from treecrowns.core.training_settings import TrainingSettings  # noqa: E402
 
 DEFAULT_MODEL = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
@@ -90,7 +91,10 @@ def settings_from(pairs: list[str]) -> TrainingSettings:
             changes[name] = value
         else:
             raise SystemExit(f"--set {pair}: only number, text and yes/no fields can be changed here")
-    return dataclasses.replace(defaults, **changes)
+    try:
+        return dataclasses.replace(defaults, **changes)
+    except TreecrownsError as exc:
+        raise SystemExit(f"--set: {exc}") from exc
 
 
 def reviewed_around_crowns(item: ImageAnnotations, margin_m: float) -> ImageAnnotations:
