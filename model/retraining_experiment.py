@@ -63,11 +63,11 @@ sys.path.insert(0, str(REPO / "build" / "plugins"))
 
 from treecrowns.core.annotations import ImageAnnotations, read_deepforest_csv  # noqa: E402
 from treecrowns.core.checkpoint import LoadedModel, load_checkpoint, with_provenance  # noqa: E402
+from treecrowns.core.errors import TreecrownsError  # noqa: E402
 from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
 from treecrowns.core.raster import RasterReader  # noqa: E402
 from treecrowns.core.training import train  # noqa: E402
-from treecrowns.core.errors import TreecrownsError  # noqa: E402
 from treecrowns.core.training_settings import TrainingSettings  # noqa: E402
 
 DEFAULT_MODEL = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
