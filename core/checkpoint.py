@@ -72,10 +72,18 @@ class ModelMetadata:
     # The contrast normalisation of every patch at training and detection (core.contrast);
     # checkpoints that do not name one are used on the pixels as they are.
     contrast: str = Contrast.NONE.value
+    # The learning rate at which this model learns a few hundred corrected crowns without
+    # forgetting what it knew (the Train dialog's default for it). How far one step moves a
+    # model depends on how it was trained: a longer-trained model needs a larger rate to learn
+    # the same corrections (model card). None: core.training_settings' default.
+    retraining_learning_rate: float | None = None
     source_format: str = "treecrowns"
 
     def __post_init__(self) -> None:
         check_view_scales(self.view_scales)
+        rate = self.retraining_learning_rate
+        if rate is not None and not 0 < rate <= 1:
+            raise CheckpointError(f"the retraining learning rate must be above 0 and at most 1, got {rate}")
         try:
             object.__setattr__(self, "contrast", contrast_choice(self.contrast).value)
         except ValueError as exc:
@@ -128,6 +136,7 @@ class ModelMetadata:
             test_time_augmentation=bool(data.get("test_time_augmentation", False)),
             view_scales=tuple(float(v) for v in data.get("view_scales", (1.0,))),
             contrast=data.get("contrast", Contrast.NONE.value),
+            retraining_learning_rate=data.get("retraining_learning_rate"),
         )
 
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .checkpoint import ModelMetadata
 from .errors import TreecrownsError
 from .prediction import Device
 
 # Box regression losses torchvision's RetinaNet head computes (TrainingSettings.box_loss).
 BOX_LOSSES = ("l1", "giou")
+# The retraining rate for a model whose checkpoint states none (DeepForest's, and ours before
+# checkpoints stated one). 0.001: on five sites the 18-site model of 2026-12-02 knows, one
+# corrected plot then helps the site's other plots (+0.034 mean) where 0.002 barely did (+0.007),
+# and on five sites the 4-site model never saw it gains as much (+0.172 against +0.174; model
+# card, "Correcting one plot and retraining").
+DEFAULT_RETRAINING_LEARNING_RATE = 0.001
 
 
 @dataclass(frozen=True)
@@ -17,10 +24,8 @@ class TrainingSettings:
 
     epochs: int = 10
     batch_size: int = 8
-    # 0.001: on five sites the 18-site model knows, one corrected plot then helps the site's other
-    # plots (+0.034 mean) where 0.002 barely did (+0.007), and on five sites the 4-site model never
-    # saw it gains as much (+0.172 against +0.174; model card, "Correcting one plot and retraining").
-    learning_rate: float = 0.001
+    # None: the rate the model being trained states for retraining (learning_rate_for).
+    learning_rate: float | None = None
     weight_decay: float = 1e-4
     steps_per_epoch: int | None = None
     validation_share: float = 0.2
@@ -73,7 +78,7 @@ class TrainingSettings:
             problems.append(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             problems.append(f"batch size must be at least 1, got {self.batch_size}")
-        if not self.learning_rate > 0:
+        if self.learning_rate is not None and not self.learning_rate > 0:
             problems.append(f"learning rate must be above 0, got {self.learning_rate}")
         if not 0 <= self.validation_share < 1:
             problems.append(f"validation share must be a fraction from 0 to below 1, got {self.validation_share}")
@@ -101,3 +106,10 @@ class TrainingSettings:
 def whole_network(settings: TrainingSettings) -> TrainingSettings:
     """``settings`` training every layer and BatchNorm statistic: from scratch, or with thousands of crowns."""
     return replace(settings, freeze_batchnorm=False, trunk_learning_rate_factor=1.0)
+
+
+def learning_rate_for(metadata: ModelMetadata) -> float:
+    """The rate retraining ``metadata``'s model starts from when the settings name none: its own, or the default."""
+    if metadata.retraining_learning_rate is not None:
+        return metadata.retraining_learning_rate
+    return DEFAULT_RETRAINING_LEARNING_RATE

@@ -12,7 +12,8 @@ checkpoint (in place unless ``--output`` is given; a copy gets the training hist
 checkpoint too, so that ``leave_one_site_out.py --folder`` scores a folder of copies as it scores
 the originals). ``train_bundled_model.py`` ends
 with this step. ``--view-scales`` first sets the scales the turned views are run at
-(multiples of the model's ground resolution; see core/views.py).
+(multiples of the model's ground resolution; see core/views.py), and ``--retraining-learning-rate``
+the rate the checkpoint states for retraining on users' corrections.
 """
 
 from __future__ import annotations
@@ -55,11 +56,19 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="write here instead of overwriting --model")
     parser.add_argument("--view-scales", type=view_scales_option,
                         help="comma-separated multiples of the ground resolution the turned views run at, e.g. 1,1.25")
+    parser.add_argument("--retraining-learning-rate", type=float,
+                        help="also state this learning rate for retraining on users' corrections (the Train dialog's "
+                        "default for the checkpoint)")
     args = parser.parse_args()
 
     model = load_checkpoint(args.model)
-    if args.view_scales:
-        model.metadata = replace(model.metadata, view_scales=args.view_scales)
+    try:
+        if args.view_scales:
+            model.metadata = replace(model.metadata, view_scales=args.view_scales)
+        if args.retraining_learning_rate is not None:
+            model.metadata = replace(model.metadata, retraining_learning_rate=args.retraining_learning_rate)
+    except CheckpointError as exc:
+        raise SystemExit(str(exc)) from exc
     items = plots_by_name(args.data)
     names = args.plots.split(",") if args.plots else model.metadata.provenance.get("training_data", {}).get("validation_plots")
     if not names:

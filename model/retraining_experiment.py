@@ -86,7 +86,7 @@ def settings_from(pairs: list[str]) -> TrainingSettings:
         if isinstance(current, bool):
             changes[name] = value.lower() in ("1", "true", "yes")
         elif current is None or isinstance(current, (int, float)):
-            changes[name] = float(value) if isinstance(current, float) or "." in value else int(value)
+            changes[name] = float(value) if isinstance(current, float) or any(c in value for c in ".eE") else int(value)
         elif isinstance(current, str):
             changes[name] = value
         else:

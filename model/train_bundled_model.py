@@ -69,7 +69,12 @@ from treecrowns.core.contrast import Contrast  # noqa: E402
 from treecrowns.core.errors import TreecrownsError  # noqa: E402
 from treecrowns.core.model import COMPACT_WIDTHS, lite_architecture  # noqa: E402
 from treecrowns.core.training import train  # noqa: E402
-from treecrowns.core.training_settings import BOX_LOSSES, TrainingSettings, whole_network  # noqa: E402
+from treecrowns.core.training_settings import (  # noqa: E402
+    BOX_LOSSES,
+    DEFAULT_RETRAINING_LEARNING_RATE,
+    TrainingSettings,
+    whole_network,
+)
 from treecrowns.core.validation import calibrate_inference  # noqa: E402
 from treecrowns.core.training_state import history_path_beside, state_path_beside  # noqa: E402
 from calibrate_model import view_scales_option  # noqa: E402
@@ -149,6 +154,10 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--patch-size", type=int, default=200, help="patch side in model pixels (default 200)")
     parser.add_argument("--view-scales", type=view_scales_option, default=(1.0,),
                         help="multiples of the ground resolution the four turned views run at (default 1; e.g. 1,1.25)")
+    parser.add_argument("--retraining-learning-rate", type=float, default=DEFAULT_RETRAINING_LEARNING_RATE,
+                        help="the learning rate the checkpoint states for retraining on users' corrections (the Train "
+                        f"dialog's default for it; default {DEFAULT_RETRAINING_LEARNING_RATE:g}): a longer-trained model "
+                        "needs a larger one (model card)")
     args = parser.parse_args(argv)
     args.scale_jitter = tuple(float(v) for v in args.scale_jitter.split(","))
     if len(args.scale_jitter) != 2:
@@ -216,6 +225,7 @@ def main() -> None:
         nms_threshold=0.3,
         view_scales=args.view_scales,
         contrast=args.contrast,
+        retraining_learning_rate=args.retraining_learning_rate,
         provenance={
             "parent": None,
             "created": time.strftime("%Y-%m-%d"),

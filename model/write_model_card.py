@@ -26,6 +26,7 @@ from treecrowns.core.checkpoint import load_checkpoint, way_of_detecting  # noqa
 from treecrowns.core.evaluation import averaged_over_images  # noqa: E402
 from treecrowns.core.model import finest_pyramid_level  # noqa: E402
 from treecrowns.core.training_state import history_path_beside  # noqa: E402
+from treecrowns.core.training_settings import learning_rate_for  # noqa: E402
 
 MODELS = REPO / "resources" / "models"
 CHECKPOINT_NAME = "treecrowns-neon-lite.safetensors"
@@ -269,6 +270,7 @@ def main() -> None:
         "batch_size": settings["batch_size"],
         "weight_decay": f"{settings['weight_decay']:g}",
         "learning_rate": f"{settings['learning_rate']:g}",
+        "retraining_learning_rate": f"{learning_rate_for(meta):g}",
         "warmup_steps": settings["warmup_steps"],
         "scale_jitter": "–".join(f"{v:g}" for v in settings["scale_jitter"]),
         "mosaic_text": mosaic_text(settings.get("mosaic_share", 0.0)),

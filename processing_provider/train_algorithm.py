@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
+    NULL,
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
@@ -21,7 +22,7 @@ from qgis.core import (
 from ..core.checkpoint import extend_labels, load_checkpoint, with_provenance
 from ..core.errors import Cancelled, TreecrownsError
 from ..core.training import train, trainable_crowns
-from ..core.training_settings import TrainingSettings, whole_network
+from ..core.training_settings import TrainingSettings, learning_rate_for, whole_network
 from ..gis.feedback import from_processing
 from ..gis.resources import model_path_or_bundled
 from ..gis.training_data import annotations_for_rasters
@@ -66,7 +67,10 @@ class TrainAlgorithm(TreecrownsAlgorithm):
         )
         self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, "Epochs", QgsProcessingParameterNumber.Integer, TrainingSettings.epochs, False, 1, 1000))
         self.addParameter(
-            QgsProcessingParameterNumber(self.LEARNING_RATE, "Learning rate", QgsProcessingParameterNumber.Double, TrainingSettings.learning_rate, False, 1e-6, 1.0)
+            QgsProcessingParameterNumber(
+                self.LEARNING_RATE, "Learning rate (empty: the rate the base model states for retraining)",
+                QgsProcessingParameterNumber.Double, None, True, 1e-6, 1.0,
+            )
         )
         self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer, TrainingSettings.batch_size, False, 1, 256))
         self.addParameter(
@@ -87,6 +91,13 @@ class TrainAlgorithm(TreecrownsAlgorithm):
         for key, title in (("PRECISION", "Validation precision"), ("RECALL", "Validation recall"), ("F1", "Validation F1")):
             self.addOutput(QgsProcessingOutputNumber(key, title))
 
+    def learning_rate(self, parameters, context) -> float | None:
+        """The rate asked for, or None when left empty: then the base model's own retraining rate."""
+        value = parameters.get(self.LEARNING_RATE)
+        if value is None or value == "" or value == NULL:
+            return None
+        return self.parameterAsDouble(parameters, self.LEARNING_RATE, context)
+
     def processAlgorithm(self, parameters, context, feedback):
         rasters = self.parameterAsLayerList(parameters, self.RASTERS, context)
         crowns = self.parameterAsVectorLayer(parameters, self.ANNOTATIONS, context)
@@ -102,7 +113,7 @@ class TrainAlgorithm(TreecrownsAlgorithm):
         try:
             settings = TrainingSettings(
                 epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
-                learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
+                learning_rate=self.learning_rate(parameters, context),
                 batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
                 validation_share=self.parameterAsDouble(parameters, self.VALIDATION_SHARE, context),
                 device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
@@ -114,6 +125,7 @@ class TrainAlgorithm(TreecrownsAlgorithm):
         progress, should_stop = from_processing(feedback)
         try:
             model = load_checkpoint(base_path)
+            feedback.pushInfo(f"Learning rate: {settings.learning_rate or learning_rate_for(model.metadata):g}")
             labels = model.metadata.labels
             items, warnings = annotations_for_rasters(
                 rasters, crowns, label_field, regions, default_label=labels[0] if len(labels) == 1 else None

@@ -25,9 +25,10 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
+from ..core.checkpoint import read_metadata
 from ..core.errors import TreecrownsError
 from ..core.training import trainable_crowns
-from ..core.training_settings import TrainingSettings, whole_network
+from ..core.training_settings import DEFAULT_RETRAINING_LEARNING_RATE, TrainingSettings, learning_rate_for, whole_network
 from ..gis import review
 from ..gis.training_data import annotations_for_rasters
 from ..gis.training_task import TrainingOutcome, TrainingTask
@@ -70,7 +71,11 @@ class TrainingDialog(QDialog):
         self.learning_rate.setDecimals(4)
         self.learning_rate.setRange(0.0001, 0.1)
         self.learning_rate.setSingleStep(0.001)
-        self.learning_rate.setValue(TrainingSettings.learning_rate)
+        self.learning_rate.setValue(DEFAULT_RETRAINING_LEARNING_RATE)
+        self.learning_rate.setToolTip(
+            "Set to the rate the base model states for retraining: a model trained longer needs a larger "
+            "rate to learn the same corrections."
+        )
         self.whole_network = QCheckBox("Retrain the whole network (for thousands of crowns)")
         self.whole_network.setToolTip(
             "By default only the FPN and detection heads learn from the corrections; the trunk keeps "
@@ -114,12 +119,25 @@ class TrainingDialog(QDialog):
         layout.addLayout(buttons)
         self.resize(560, 720)
 
+        self.base_combo.currentIndexChanged.connect(self._base_changed)
         self.crowns_combo.layerChanged.connect(self._crowns_changed)
         self.train_button.clicked.connect(self.start_training)
         self.cancel_button.clicked.connect(self.cancel_training)
         self.detect_button.clicked.connect(self.detect_with_new_model)
         self.close_button.clicked.connect(self.close)
+        self._base_changed()
         self._crowns_changed(self.crowns_combo.currentLayer())
+
+    def _base_changed(self) -> None:
+        """The learning rate follows the base model: each checkpoint states the one that suits it."""
+        base = self.base_combo.currentData()
+        if not base:
+            return
+        try:
+            self.learning_rate.setValue(learning_rate_for(read_metadata(base)))
+        except TreecrownsError:
+            # A model that cannot be read: Train says why; keep the rate shown.
+            pass
 
     def _crowns_changed(self, crowns) -> None:
         """Defaults from the layer: rasters under it, its reviewed areas, the model that made it."""
@@ -178,8 +196,6 @@ class TrainingDialog(QDialog):
             return
         areas = review.existing_reviewed_areas(crowns) if self.reviewed_only.isChecked() else None
         base = self.base_combo.currentData()
-        from ..core.checkpoint import read_metadata
-
         try:
             labels = read_metadata(base).labels
             items, warnings = annotations_for_rasters(

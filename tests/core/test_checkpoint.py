@@ -38,6 +38,16 @@ def test_roundtrip_keeps_weights_and_metadata(tmp_path):
     assert not list(tmp_path.glob(".*tmp")), "no temporary file may be left behind"
 
 
+def test_a_checkpoint_states_its_retraining_rate_and_older_ones_state_none(tmp_path):
+    stated = save_checkpoint(new_model(replace(small_lite(), retraining_learning_rate=0.003)), tmp_path / "new.safetensors")
+    assert read_metadata(stated).retraining_learning_rate == 0.003
+    header = json.loads(small_lite().to_json())
+    del header["retraining_learning_rate"]  # as written before checkpoints stated one
+    assert ModelMetadata.from_json(json.dumps(header)).retraining_learning_rate is None
+    with pytest.raises(CheckpointError, match="retraining learning rate must be above 0"):
+        replace(small_lite(), retraining_learning_rate=0.0)
+
+
 def test_saving_into_a_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(OutputError, match="does not exist"):
         save_checkpoint(new_model(small_lite()), tmp_path / "nope" / "m.safetensors")

@@ -15,7 +15,7 @@ from treecrowns.core.prediction import DetectionSettings, detect
 from treecrowns.core.style_mixing import MIXED_STAGES, attach_style_mixing
 from treecrowns.core.patches import load_samples
 from treecrowns.core.training import train, trainable_crowns
-from treecrowns.core.training_settings import TrainingSettings, whole_network
+from treecrowns.core.training_settings import DEFAULT_RETRAINING_LEARNING_RATE, TrainingSettings, learning_rate_for, whole_network
 from treecrowns.core.evaluation import evaluate
 
 
@@ -182,6 +182,29 @@ def test_fine_tuning_defaults_keep_the_trunk_and_its_batchnorm_statistics(tmp_pa
     trained = load_checkpoint(tmp_path / "all.safetensors").network.backbone.body.state_dict()
     statistics = next(k for k in trunk_before if k.endswith("running_mean"))
     assert not torch.equal(trained[statistics], trunk_before[statistics]), "training from scratch moves everything"
+
+
+def test_retraining_takes_the_rate_the_checkpoint_states_unless_the_settings_name_one(tmp_path):
+    """A longer-trained model learns corrections only at a larger rate; its checkpoint says which."""
+    items = [scene(tmp_path, "s0", 0)]
+    settings = TrainingSettings(epochs=1, steps_per_epoch=3, batch_size=2, warmup_steps=1, device="cpu")
+
+    def heads_after(retraining_rate, learning_rate, name):
+        model = small_model()
+        model.metadata = replace(model.metadata, retraining_learning_rate=retraining_rate)
+        train(model, items, tmp_path / name, replace(settings, learning_rate=learning_rate))
+        return load_checkpoint(tmp_path / name)
+
+    own = heads_after(0.05, None, "own.safetensors")
+    named = heads_after(0.0001, 0.05, "named.safetensors")
+    small = heads_after(0.0001, None, "small.safetensors")
+    assert own.metadata.retraining_learning_rate == 0.05, "a retrained model keeps its base's rate"
+    heads = [m.network.head.state_dict() for m in (own, named, small)]
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0]), "the rate named in the settings wins"
+    start = small_model().network.head.state_dict()
+    moved = [sum(float((h[k] - start[k]).abs().sum()) for k in start) for h in heads]
+    assert moved[0] > 10 * moved[2], moved
+    assert learning_rate_for(small_model().metadata) == DEFAULT_RETRAINING_LEARNING_RATE
 
 
 def test_settings_a_user_could_mistype_are_refused_with_what_to_change():

@@ -142,11 +142,31 @@ class Loop:
                         if self.dialog.rasters.item(i).checkState() == Qt.Checked],
             "reviewed_only": self.dialog.reviewed_only.isChecked(),
             "base": self.dialog.base_combo.currentText(),
+            "learning_rate": self.dialog.learning_rate.value(),
         }
+        result["learning_rate_of_a_model_stating_one"] = self.rate_shown_for_a_model_stating(0.004)
         save("5-train-dialog", self.dialog)
         QTest.mouseClick(self.dialog.train_button, Qt.LeftButton)
         result["training_started"] = self.dialog.task is not None
         wait_until(lambda: self.dialog.task is None, self.trained)
+
+    def rate_shown_for_a_model_stating(self, rate):
+        """Choose a base model that states its retraining rate, read the rate shown, and choose the first base again."""
+        from dataclasses import replace
+
+        from treecrowns.core.checkpoint import load_checkpoint, save_checkpoint
+
+        model = load_checkpoint(self.dialog.base_combo.currentData())
+        model.metadata = replace(model.metadata, retraining_learning_rate=rate)
+        path = save_checkpoint(model, OUT / "stating-a-rate.safetensors")
+        combo = self.dialog.base_combo
+        first = combo.currentIndex()
+        combo.addItem(path.name, str(path))
+        combo.setCurrentIndex(combo.count() - 1)
+        shown = self.dialog.learning_rate.value()
+        combo.setCurrentIndex(first)
+        combo.removeItem(combo.count() - 1)
+        return shown
 
     def trained(self):
         result["training_status"] = self.dialog.status.text()

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from treecrowns.core.checkpoint import read_metadata
+from treecrowns.core.training_settings import learning_rate_for
+from treecrowns.gis.resources import BUNDLED_MODEL
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -97,6 +101,9 @@ def test_correct_retrain_and_detect_again_by_mouse_and_keys(osbs_plot, tmp_path)
     assert result["saved_statuses"] == {"confirmed": detected - 2, "added": 3}, "edits are saved to the GeoPackage"
     assert result["train_defaults"]["rasters"] == ["sample orthophoto"] and result["train_defaults"]["reviewed_only"]
     assert result["train_defaults"]["base"].startswith("Bundled")
+    # The learning rate follows the base model chosen: each checkpoint may state the rate that suits it.
+    assert result["train_defaults"]["learning_rate"] == pytest.approx(learning_rate_for(read_metadata(BUNDLED_MODEL)))
+    assert result["learning_rate_of_a_model_stating_one"] == pytest.approx(0.004)
     assert result["training_started"] and result["epochs_plotted"] == 1
     new_model = result["new_model"]
     assert new_model and Path(new_model).exists() and new_model in result["model_list"]

@@ -1,12 +1,14 @@
 """treecrowns:train and treecrowns:evaluate through QGIS Processing, on the public NEON sample plots."""
 
+from dataclasses import replace
+
 import processing
 import pytest
-from qgis.core import QgsProcessingException
+from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from sample_plots import crowns_layer
 from synthetic import write_raster
-from treecrowns.core.checkpoint import load_checkpoint
+from treecrowns.core.checkpoint import load_checkpoint, save_checkpoint
 from treecrowns.core.sample_data import georeferenced_copy
 from treecrowns.gis.resources import BUNDLED_MODEL
 
@@ -87,3 +89,31 @@ def test_train_can_add_new_classes_from_the_label_field(plots, tmp_path):
                                         "BATCH_SIZE": 2, "NEW_LABELS": True, "OUTPUT_MODEL": str(output)})
     labels = load_checkpoint(output).metadata.labels
     assert labels[0] == "Tree" and sorted(labels[1:]) == ["Alive", "Dead"]
+
+
+class InfoLog(QgsProcessingFeedback):
+    """Keeps the lines an algorithm writes to the Processing log."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def pushInfo(self, info):
+        self.lines.append(info)
+        super().pushInfo(info)
+
+
+def test_train_starts_from_the_rate_the_base_model_states_unless_one_is_given(osbs_plot, tmp_path):
+    base = load_checkpoint(BUNDLED_MODEL)
+    base.metadata = replace(base.metadata, retraining_learning_rate=0.004)
+    base_path = save_checkpoint(base, tmp_path / "base.safetensors")
+    crowns = crowns_layer([osbs_plot], tmp_path / "crowns.gpkg", label="Tree")
+    parameters = {"RASTERS": [str(osbs_plot.image)], "ANNOTATIONS": crowns, "BASE_MODEL": str(base_path),
+                  "EPOCHS": 1, "BATCH_SIZE": 2}
+    for given, used in ((None, "0.004"), (0.002, "0.002")):
+        log = InfoLog()
+        output = tmp_path / f"retrained-{used}.safetensors"
+        rate = {} if given is None else {"LEARNING_RATE": given}
+        processing.run("treecrowns:train", {**parameters, **rate, "OUTPUT_MODEL": str(output)}, feedback=log)
+        assert f"Learning rate: {used}" in log.lines
+        assert load_checkpoint(output).metadata.retraining_learning_rate == 0.004
