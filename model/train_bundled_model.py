@@ -59,6 +59,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,6 +168,8 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit(f"--ground-resolution is in metres per pixel, from 0.01 to 2; got {args.ground_resolution}")
     if not 64 <= args.patch_size <= 2048:
         raise SystemExit(f"--patch-size is in pixels, from 64 to 2048; got {args.patch_size}")
+    if not 0 < args.retraining_learning_rate <= 1:
+        raise SystemExit(f"--retraining-learning-rate must be above 0 and at most 1; got {args.retraining_learning_rate}")
     return args
 
 
@@ -225,7 +228,6 @@ def main() -> None:
         nms_threshold=0.3,
         view_scales=args.view_scales,
         contrast=args.contrast,
-        retraining_learning_rate=args.retraining_learning_rate,
         provenance={
             "parent": None,
             "created": time.strftime("%Y-%m-%d"),
@@ -266,6 +268,8 @@ def main() -> None:
     earlier_epochs = result.history[: len(result.history) - len(epochs_this_run)]
     # Same held-out plots: one view or four fused turned views, and the threshold for the chosen way.
     best, calibration = calibrate_inference(load_checkpoint(args.output), val_items)
+    # Stated last, so that a training stopped and run again states the rate this command asks for.
+    best.metadata = replace(best.metadata, retraining_learning_rate=args.retraining_learning_rate)
     save_checkpoint(best, args.output)
     summary = {
         "best_epoch": result.best_epoch,
