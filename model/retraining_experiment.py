@@ -29,6 +29,9 @@ the closest stand-in for a user's new site, measured over several sites at once:
 
     .venv/bin/python model/retraining_experiment.py --new-sites --model FOUR_SITE_CHECKPOINT --sites ABBY,BART
 
+With ``--corrected-plots N`` those modes correct each site's first N plots (one per place) and
+retrain on them together, as a user who reviewed several plots before retraining would.
+
 A plot whose reference leaves crowns unmarked (HARV_022 marks seven crowns of a closed canopy)
 teaches that those crowns are background. ``--reviewed-margin METRES`` stands in for a user who
 marks what was reviewed: the training plot's reviewed areas become its crowns grown by that
@@ -135,12 +138,14 @@ def f1_at(found, items, threshold: float) -> float:
     return evaluate(kept, {name: item.boxes for name, item in items.items()}).as_dict()["f1"]
 
 
-def retrained(model_path: Path, corrections: ImageAnnotations, settings: TrainingSettings, scratch: Path) -> LoadedModel:
-    """The checkpoint at ``model_path`` retrained on one plot's corrections, as the Train dialog would."""
+def retrained(
+    model_path: Path, corrections: list[ImageAnnotations], settings: TrainingSettings, scratch: Path
+) -> LoadedModel:
+    """The checkpoint at ``model_path`` retrained on the corrected plots, as the Train dialog would."""
     model = load_checkpoint(model_path)
     model.metadata = with_provenance(model.metadata, parent=str(model_path))
-    output = scratch / f"{Path(corrections.image_path).stem}.safetensors"
-    train(model, [corrections], output, settings)
+    output = scratch / f"{Path(corrections[0].image_path).stem}.safetensors"
+    train(model, corrections, output, settings)
     return load_checkpoint(output)
 
 
@@ -148,30 +153,31 @@ def correct_and_score(
     args: argparse.Namespace,
     settings: TrainingSettings,
     base: LoadedModel,
-    corrections: ImageAnnotations,
+    corrections: list[ImageAnnotations],
     scored: dict,
     base_found: dict,
     scratch: Path,
 ) -> float:
-    """Retrain on one plot's corrections, score the new model on ``scored`` and the plot itself, print a row.
+    """Retrain on the corrected plots, score the new model on ``scored`` and the corrected plots, print a row.
 
     ``base_found`` holds the base model's detections on the scored plots. Returns the change in F1
     on ``scored``.
     """
     before = f1_at({n: base_found[n] for n in scored}, scored, threshold_of(base, args.one_view))
     if args.reviewed_margin is not None:
-        corrections = reviewed_around_crowns(corrections, args.reviewed_margin)
+        corrections = [reviewed_around_crowns(item, args.reviewed_margin) for item in corrections]
     started = time.time()
     tuned = retrained(args.model, corrections, settings, scratch)
     minutes = (time.time() - started) / 60
     after_found = detections(tuned, scored, args.one_view)
     after = f1_at(after_found, scored, threshold_of(tuned, args.one_view))
     sweep = " ".join(f"{f1_at(after_found, scored, t):.2f}" for t in SWEEP)
-    itself = {Path(corrections.image_path).stem: corrections}
+    itself = {Path(item.image_path).stem: item for item in corrections}
+    name = next(iter(itself)) + (f" +{len(itself) - 1}" if len(itself) > 1 else "")
     itself_before = f1_at(detections(base, itself, args.one_view), itself, threshold_of(base, args.one_view))
     itself_after = f1_at(detections(tuned, itself, args.one_view), itself, threshold_of(tuned, args.one_view))
     print(
-        f"{next(iter(itself)):15} {len(corrections.labels):6d} {len(scored):6d} {before:9.3f} {after:9.3f} "
+        f"{name:15} {sum(len(item.labels) for item in corrections):6d} {len(scored):6d} {before:9.3f} {after:9.3f} "
         f"{after - before:+7.3f} {minutes:5.1f}  {itself_before:.3f} -> {itself_after:.3f}  "
         f"{sweep} (thr {threshold_of(tuned, args.one_view)})",
         flush=True,
@@ -190,7 +196,7 @@ def one_site(args: argparse.Namespace, settings: TrainingSettings, base: LoadedM
     changes = []
     for train_plot in train_plots:
         scored = {n: item for n, item in unseen.items() if n != train_plot}
-        changes.append(correct_and_score(args, settings, base, items[train_plot], scored, base_found, scratch))
+        changes.append(correct_and_score(args, settings, base, [items[train_plot]], scored, base_found, scratch))
     return changes
 
 
@@ -209,7 +215,7 @@ def known_sites(args: argparse.Namespace, settings: TrainingSettings, base: Load
     for plot in read_all_plots():
         if Path(plot.crowns.image_path).name in held:
             by_site.setdefault(plot.site, []).append(plot)
-    return one_plot_per_site(args, settings, base, by_site, scratch)
+    return corrected_plots_per_site(args, settings, base, by_site, scratch)
 
 
 def new_sites(args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, scratch: Path) -> list[float]:
@@ -226,16 +232,16 @@ def new_sites(args: argparse.Namespace, settings: TrainingSettings, base: Loaded
         for site, plots in by_site.items()
         if not any(Path(p.crowns.image_path).name in trained_on for p in plots) and (wanted is None or site in wanted)
     }
-    return one_plot_per_site(args, settings, base, unseen, scratch)
+    return corrected_plots_per_site(args, settings, base, unseen, scratch)
 
 
-def one_plot_per_site(
+def corrected_plots_per_site(
     args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, by_site: dict[str, list], scratch: Path
 ) -> list[float]:
-    """For each site with two or more places, its first plot with ``args.min_crowns`` crowns corrected, its other places scored.
+    """For each site, its first ``args.corrected_plots`` plots with ``args.min_crowns`` crowns corrected, its other places scored.
 
-    Plots are taken in the order the data folders list them; the other flight year of the
-    corrected place is left out of both.
+    Plots are taken in the order the data folders list them, one per place; the other flight year
+    of a corrected place is left out of both. Sites with no place left to score are skipped.
     """
     from plots import detectable  # the model folder's own module
 
@@ -244,12 +250,16 @@ def one_plot_per_site(
 
     changes = []
     for _site, plots in sorted(by_site.items()):
-        candidates = [p for p in plots if len(p.crowns.labels) >= args.min_crowns]
-        if len({p.place for p in plots}) < 2 or not candidates:
+        corrected, places = [], set()
+        for plot in plots:
+            if len(corrected) < args.corrected_plots and len(plot.crowns.labels) >= args.min_crowns and plot.place not in places:
+                corrected.append(plot)
+                places.add(plot.place)
+        scored = {p.name: readable(p) for p in plots if p.place not in places}
+        if len(corrected) < args.corrected_plots or not scored:
             continue
-        corrected = candidates[0]
-        scored = {p.name: readable(p) for p in plots if p.place != corrected.place}
-        changes.append(correct_and_score(args, settings, base, readable(corrected), scored, detections(base, scored, args.one_view), scratch))
+        found = detections(base, scored, args.one_view)
+        changes.append(correct_and_score(args, settings, base, [readable(p) for p in corrected], scored, found, scratch))
     return changes
 
 
@@ -272,6 +282,8 @@ def main() -> None:
     parser.add_argument("--sites", help="--new-sites: only these sites, comma-separated")
     parser.add_argument("--train-plots", help="comma-separated plots to correct, one at a time (default: the first three)")
     parser.add_argument("--min-crowns", type=int, default=15, help="--known-sites, --new-sites: the fewest crowns a corrected plot has")
+    parser.add_argument("--corrected-plots", type=int, default=1,
+                        help="--known-sites, --new-sites: how many of each site's plots are corrected and retrained on together")
     parser.add_argument(
         "--reviewed-margin",
         type=float,
