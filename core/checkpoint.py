@@ -42,6 +42,12 @@ def way_of_detecting(test_time_augmentation: bool) -> str:
     return "four views" if test_time_augmentation else "one view"
 
 
+def check_retraining_learning_rate(rate: float | None) -> None:
+    """Raise CheckpointError unless ``rate`` is None (not stated) or above 0 and at most 1."""
+    if rate is not None and not 0 < rate <= 1:
+        raise CheckpointError(f"the retraining learning rate must be above 0 and at most 1, got {rate}")
+
+
 def check_view_scales(scales: tuple[float, ...]) -> None:
     """Raise CheckpointError unless ``scales`` is a non-empty list of multiples between 0.25 and 4."""
     if not scales or any(not (0.25 <= s <= 4.0) for s in scales):
@@ -81,9 +87,7 @@ class ModelMetadata:
 
     def __post_init__(self) -> None:
         check_view_scales(self.view_scales)
-        rate = self.retraining_learning_rate
-        if rate is not None and not 0 < rate <= 1:
-            raise CheckpointError(f"the retraining learning rate must be above 0 and at most 1, got {rate}")
+        check_retraining_learning_rate(self.retraining_learning_rate)
         try:
             object.__setattr__(self, "contrast", contrast_choice(self.contrast).value)
         except ValueError as exc:

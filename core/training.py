@@ -30,7 +30,7 @@ from .prediction import (
 )
 from .raster import RasterReader
 from .style_mixing import attach_style_mixing
-from .training_settings import TrainingSettings, learning_rate_for
+from .training_settings import TrainingSettings, with_learning_rate_for
 from .training_state import load_training_state, remove_training_state, save_training_state
 from .validation import thresholds_only, validate
 
@@ -241,7 +241,7 @@ def train(
             ``TrainingResult.notes`` says so).
         output_path: Where the checkpoint goes; written only when an epoch improves.
         settings: Schedule, augmentation and device. Without a learning rate, the one the
-            model's checkpoint states for retraining (``learning_rate_for``).
+            model's checkpoint states for retraining (``with_learning_rate_for``).
         validation_items: Explicit held-out rasters.
         progress: Called with (fraction, message) after every step.
         should_stop: Polled every step; on True training stops and the best checkpoint so far stays.
@@ -267,8 +267,7 @@ def train(
             )
         raise AnnotationError("there are no annotated crowns to train on; draw or import some boxes first")
     check_labels(model, train_items)
-    if settings.learning_rate is None:
-        settings = replace(settings, learning_rate=learning_rate_for(model.metadata))
+    settings = with_learning_rate_for(settings, model.metadata)
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     device, _note = resolve_device(settings.device)

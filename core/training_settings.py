@@ -113,3 +113,10 @@ def learning_rate_for(metadata: ModelMetadata) -> float:
     if metadata.retraining_learning_rate is not None:
         return metadata.retraining_learning_rate
     return DEFAULT_RETRAINING_LEARNING_RATE
+
+
+def with_learning_rate_for(settings: TrainingSettings, metadata: ModelMetadata) -> TrainingSettings:
+    """``settings`` with the rate they name, or else the one ``metadata``'s model states (``learning_rate_for``)."""
+    if settings.learning_rate is not None:
+        return settings
+    return replace(settings, learning_rate=learning_rate_for(metadata))

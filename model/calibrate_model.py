@@ -29,7 +29,13 @@ sys.path.insert(0, str(REPO / "build" / "plugins"))
 sys.path.insert(0, str(REPO / "model"))
 
 from evaluate_model import DEFAULT_DATA, plots_by_name  # noqa: E402
-from treecrowns.core.checkpoint import check_view_scales, load_checkpoint, save_checkpoint, way_of_detecting  # noqa: E402
+from treecrowns.core.checkpoint import (  # noqa: E402
+    check_retraining_learning_rate,
+    check_view_scales,
+    load_checkpoint,
+    save_checkpoint,
+    way_of_detecting,
+)
 from treecrowns.core.errors import CheckpointError  # noqa: E402
 from treecrowns.core.validation import calibrate_inference  # noqa: E402
 from treecrowns.core.training_state import history_path_beside  # noqa: E402
@@ -48,6 +54,19 @@ def view_scales_option(text: str) -> tuple[float, ...]:
     return scales
 
 
+def retraining_rate_option(text: str) -> float:
+    """``--retraining-learning-rate 0.003`` as a number; a clear message for anything else."""
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.003, not {text!r}") from None
+    try:
+        check_retraining_learning_rate(rate)
+    except CheckpointError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True)
@@ -56,19 +75,16 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="write here instead of overwriting --model")
     parser.add_argument("--view-scales", type=view_scales_option,
                         help="comma-separated multiples of the ground resolution the turned views run at, e.g. 1,1.25")
-    parser.add_argument("--retraining-learning-rate", type=float,
+    parser.add_argument("--retraining-learning-rate", type=retraining_rate_option,
                         help="also state this learning rate for retraining on users' corrections (the Train dialog's "
                         "default for the checkpoint)")
     args = parser.parse_args()
 
     model = load_checkpoint(args.model)
-    try:
-        if args.view_scales:
-            model.metadata = replace(model.metadata, view_scales=args.view_scales)
-        if args.retraining_learning_rate is not None:
-            model.metadata = replace(model.metadata, retraining_learning_rate=args.retraining_learning_rate)
-    except CheckpointError as exc:
-        raise SystemExit(str(exc)) from exc
+    if args.view_scales:
+        model.metadata = replace(model.metadata, view_scales=args.view_scales)
+    if args.retraining_learning_rate is not None:
+        model.metadata = replace(model.metadata, retraining_learning_rate=args.retraining_learning_rate)
     items = plots_by_name(args.data)
     names = args.plots.split(",") if args.plots else model.metadata.provenance.get("training_data", {}).get("validation_plots")
     if not names:

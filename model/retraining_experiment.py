@@ -71,7 +71,7 @@ from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
 from treecrowns.core.raster import RasterReader  # noqa: E402
 from treecrowns.core.training import train  # noqa: E402
-from treecrowns.core.training_settings import TrainingSettings, learning_rate_for  # noqa: E402
+from treecrowns.core.training_settings import TrainingSettings, with_learning_rate_for  # noqa: E402
 
 DEFAULT_MODEL = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
 SWEEP = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
@@ -299,9 +299,7 @@ def main() -> None:
     args = parser.parse_args()
 
     base = load_checkpoint(args.model)
-    settings = settings_from(args.set)
-    if settings.learning_rate is None:
-        settings = dataclasses.replace(settings, learning_rate=learning_rate_for(base.metadata))
+    settings = with_learning_rate_for(settings_from(args.set), base.metadata)
     print(f"settings: {settings}")
     if args.reviewed_margin is not None:
         print(f"reviewed areas: each training plot's crowns grown by {args.reviewed_margin} m")

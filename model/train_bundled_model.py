@@ -78,7 +78,7 @@ from treecrowns.core.training_settings import (  # noqa: E402
 )
 from treecrowns.core.validation import calibrate_inference  # noqa: E402
 from treecrowns.core.training_state import history_path_beside, state_path_beside  # noqa: E402
-from calibrate_model import view_scales_option  # noqa: E402
+from calibrate_model import retraining_rate_option, view_scales_option  # noqa: E402
 from plots import LABELLED_FOLDERS, SHARED_DATA, Plot, held_out_every, read_all_plots  # noqa: E402
 
 DEFAULT_DATA = ",".join(folder.name for folder in LABELLED_FOLDERS)  # neon,neontree-rf416
@@ -155,7 +155,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--patch-size", type=int, default=200, help="patch side in model pixels (default 200)")
     parser.add_argument("--view-scales", type=view_scales_option, default=(1.0,),
                         help="multiples of the ground resolution the four turned views run at (default 1; e.g. 1,1.25)")
-    parser.add_argument("--retraining-learning-rate", type=float, default=DEFAULT_RETRAINING_LEARNING_RATE,
+    parser.add_argument("--retraining-learning-rate", type=retraining_rate_option, default=DEFAULT_RETRAINING_LEARNING_RATE,
                         help="the learning rate the checkpoint states for retraining on users' corrections (the Train "
                         f"dialog's default for it; default {DEFAULT_RETRAINING_LEARNING_RATE:g}): a longer-trained model "
                         "needs a larger one (model card)")
@@ -168,8 +168,6 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit(f"--ground-resolution is in metres per pixel, from 0.01 to 2; got {args.ground_resolution}")
     if not 64 <= args.patch_size <= 2048:
         raise SystemExit(f"--patch-size is in pixels, from 64 to 2048; got {args.patch_size}")
-    if not 0 < args.retraining_learning_rate <= 1:
-        raise SystemExit(f"--retraining-learning-rate must be above 0 and at most 1; got {args.retraining_learning_rate}")
     return args
 
 

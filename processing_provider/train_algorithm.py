@@ -22,7 +22,7 @@ from qgis.core import (
 from ..core.checkpoint import extend_labels, load_checkpoint, with_provenance
 from ..core.errors import Cancelled, TreecrownsError
 from ..core.training import train, trainable_crowns
-from ..core.training_settings import TrainingSettings, learning_rate_for, whole_network
+from ..core.training_settings import TrainingSettings, whole_network, with_learning_rate_for
 from ..gis.feedback import from_processing
 from ..gis.resources import model_path_or_bundled
 from ..gis.training_data import annotations_for_rasters
@@ -125,7 +125,8 @@ class TrainAlgorithm(TreecrownsAlgorithm):
         progress, should_stop = from_processing(feedback)
         try:
             model = load_checkpoint(base_path)
-            feedback.pushInfo(f"Learning rate: {settings.learning_rate or learning_rate_for(model.metadata):g}")
+            settings = with_learning_rate_for(settings, model.metadata)
+            feedback.pushInfo(f"Learning rate: {settings.learning_rate:g}")
             labels = model.metadata.labels
             items, warnings = annotations_for_rasters(
                 rasters, crowns, label_field, regions, default_label=labels[0] if len(labels) == 1 else None
