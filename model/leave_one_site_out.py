@@ -1,7 +1,7 @@
 """Leave-one-site-out estimate of the 4-site recipe: how it does on a site it has never seen.
 
 The checkpoint shipped until 2026-12-02 learnt from the 4 sites of shared/data/neon alone
-(``train_bundled_model.py --data neon --epochs 60``); this script trains and scores that recipe
+(``train_bundled_model.py --data neon --epochs 60 --no-bf16``); this script trains and scores that recipe
 without each of its sites in turn, and the model card's "The 4-site checkpoint" keeps the figures.
 Today's recipe learns from 18 sites and is measured by model/site_folds.py instead.
 
@@ -11,7 +11,7 @@ Usage (from the repository root, after scripts/setup.sh):
 
 For each site, the checkpoint output/leave-one-site-out/without-SITE.safetensors is the
 4-site recipe trained on the other three sites (``train_bundled_model.py --data neon --epochs 60
---leave-out-site SITE``, which also chooses one view or four fused turned views, and the score threshold, on the
+--no-bf16 --leave-out-site SITE``, which also chooses one view or four fused turned views, and the score threshold, on the
 other sites' held-out plots). ``--train`` trains the missing or unfinished ones first, ``--jobs`` at a
 time with one CPU thread each (about 100-145 minutes each, two at a time, on this project's 2-core machine); a stopped
 training goes on from its last finished epoch.
@@ -48,8 +48,8 @@ from treecrowns.core.prediction import DetectionSettings  # noqa: E402
 
 FOLDER = REPO / "output" / "leave-one-site-out"
 RESOLUTIONS = (0.05, 0.1, 0.2)
-# The 4-site checkpoint's data and epochs; a --recipe given after them overrides them.
-FOUR_SITE_RECIPE = ("--data", "neon", "--epochs", "60")
+# The 4-site checkpoint's data, epochs and precision; a --recipe given after them overrides them.
+FOUR_SITE_RECIPE = ("--data", "neon", "--epochs", "60", "--no-bf16")
 
 
 def checkpoint_for(folder: Path, site: str) -> Path:

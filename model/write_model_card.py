@@ -212,6 +212,13 @@ def threads_text(threads: int | None) -> str:
     return f"this checkpoint was trained with {threads} thread{'' if threads == 1 else 's'}"
 
 
+def precision_text(bfloat16: bool) -> str:
+    """The arithmetic of the training's forward pass (the weights are float32 either way)."""
+    if bfloat16:
+        return "the forward pass in bfloat16 (`torch.autocast`), weights, optimiser and losses in float32"
+    return "everything in float32"
+
+
 def speed_table(benchmark: dict) -> str:
     lines = ["| model | seconds | seconds per hectare |", "| --- | --- | --- |"]
     for run in benchmark["runs"]:
@@ -275,6 +282,7 @@ def main() -> None:
         "scale_jitter": "–".join(f"{v:g}" for v in settings["scale_jitter"]),
         "mosaic_text": mosaic_text(settings.get("mosaic_share", 0.0)),
         "threads_text": threads_text(meta.provenance.get("torch_threads")),
+        "precision_text": precision_text(settings.get("bfloat16", False)),
         "best_epoch": history["best_epoch"],
         "training_minutes": history["minutes"],
         "calibration_table": calibration_table(calibration, chosen),

@@ -140,8 +140,8 @@ def test_the_shipped_checkpoint_is_what_the_cards_command_trains(neon):
     from treecrowns.core.checkpoint import read_metadata
 
     build = (REPO / "model" / "build_bundled_model.sh").read_text()
-    assert "$python model/train_bundled_model.py --threads 1\n" in build
-    args = parse_options(["--threads", "1"])
+    assert "$python model/train_bundled_model.py --threads 2\n" in build
+    args = parse_options(["--threads", "2"])
     shipped = read_metadata(MODELS / "treecrowns-neon-lite.safetensors")
     # The checkpoint stores JSON: tuples come back as lists.
     expected = json.loads(json.dumps(recorded(training_settings(args))))

@@ -40,7 +40,9 @@ def test_retraining_on_one_corrected_plot_learns_it_and_loses_nothing_on_another
     result = train(load_checkpoint(BUNDLED), [corrected], tuned, TrainingSettings(device="cpu"))
     assert result.notes, "20 crowns are too few to hold some out: all are trained on"
     after = {"corrected": f1_on(tuned, corrected), "other": f1_on(tuned, other)}
-    # Measured 2026-12-03 with the 18-site model at learning rate 0.001: HARV_041 0.564 -> 0.682,
-    # HARV_033 0.488 -> 0.542 (at 0.002: 0.711 and 0.520; the 4-site model: HARV_033 0.438 -> 0.500).
-    assert after["corrected"] >= before["corrected"] + 0.1, (before, after)
+    # Measured 2026-12-04 with the bundled model (100 epochs) at the rate it states, 0.003, one
+    # thread: HARV_041 0.638 -> 0.694, HARV_033 0.571 -> 0.585. On 20 crowns one more crown found
+    # right moves F1 by about 0.05, so 0.03 asks for at least one. (The 40-epoch model shipped
+    # before it learnt HARV_041 by 0.118 at 0.001 from a lower start, 0.564; model card.)
+    assert after["corrected"] >= before["corrected"] + 0.03, (before, after)
     assert after["other"] >= before["other"], (before, after)
