@@ -152,6 +152,7 @@ def test_the_shipped_checkpoint_is_what_the_cards_command_trains(neon):
     assert all(SETTINGS_OFF.get(key, "unknown") == value for key, value in added_later.items()), added_later
     assert {**settings, **added_later} == expected
     assert shipped.provenance["torch_threads"] == args.threads
+    assert shipped.retraining_learning_rate == args.retraining_learning_rate
     assert shipped.architecture == json.loads(json.dumps(lite_architecture(trunk=args.trunk)))
     assert shipped.view_scales == args.view_scales
     plots = read_all_plots(tuple(data_folders(args.data)))

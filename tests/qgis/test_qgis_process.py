@@ -78,10 +78,10 @@ def test_qgis_process_detects_on_a_folder_of_tiles_as_on_the_orthophoto_they_wer
         rects = (f.geometry().boundingBox() for f in QgsVectorLayer(str(tmp_path / f"{name}.gpkg")).getFeatures())
         return np.array(sorted((r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum()) for r in rects))
 
-    # GDAL resamples a VRT's tiles one by one, so pixels along tile borders and the plot's edge differ in
-    # the last digits and a few boxes move (measured: one by 14 cm, 1.4 px; with the 100-epoch model, a
-    # faint crown cut by the plot's left edge, score 0.27, by 45 cm on one side, IoU 0.825). The same
-    # crowns, each once: every box pairs off at IoU > 0.8.
+    # GDAL resamples a VRT's tiles one by one, so pixels along tile borders differ in the last digits, and
+    # as one 40 m patch sees the whole plot, a few boxes move (measured: one by 14 cm, 1.4 px; with the
+    # 100-epoch model, a faint crown at the plot's edge 16 m from a tile border, score 0.27, by 45 cm on
+    # one side, IoU 0.825). The same crowns, each once: every box pairs off at IoU > 0.8.
     from treecrowns.core.evaluation import evaluate
 
     same = evaluate({"plot": boxes("tiles")}, {"plot": boxes("plot")}, iou_threshold=0.8)
