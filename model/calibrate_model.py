@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
@@ -40,6 +42,17 @@ from treecrowns.core.errors import CheckpointError  # noqa: E402
 from treecrowns.core.validation import calibrate_inference  # noqa: E402
 from treecrowns.core.training_state import history_path_beside  # noqa: E402
 
+T = TypeVar("T")
+
+
+def _refused_as_the_checkpoint_would(check: Callable[[T], None], value: T) -> T:
+    """``value`` if the checkpoint's own ``check`` accepts it; else its message, as argparse shows errors."""
+    try:
+        check(value)
+    except CheckpointError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
 
 def view_scales_option(text: str) -> tuple[float, ...]:
     """``--view-scales 1,1.25`` as a tuple; a clear message for anything else."""
@@ -47,11 +60,7 @@ def view_scales_option(text: str) -> tuple[float, ...]:
         scales = tuple(float(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, such as 1,1.25, not {text!r}") from None
-    try:
-        check_view_scales(scales)
-    except CheckpointError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return scales
+    return _refused_as_the_checkpoint_would(check_view_scales, scales)
 
 
 def retraining_rate_option(text: str) -> float:
@@ -60,11 +69,7 @@ def retraining_rate_option(text: str) -> float:
         rate = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number such as 0.003, not {text!r}") from None
-    try:
-        check_retraining_learning_rate(rate)
-    except CheckpointError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return rate
+    return _refused_as_the_checkpoint_would(check_retraining_learning_rate, rate)
 
 
 def main() -> None:
