@@ -6,12 +6,14 @@ alone is enough to rebuild its network. Two families are known:
 * ``deepforest``: torchvision's ``retinanet_resnet50_fpn`` exactly as DeepForest
   builds it (ResNet-50, 256-channel FPN with P6/P7, 4-conv heads, images
   upsampled so their short side is 800 px). Loads DeepForest's weights.
-* ``lite``: a ResNet trunk with BatchNorm, a narrow FPN, short GroupNorm heads and
-  anchors sized for crowns at the model's own resolution. It sees patches at
-  native size (no upsampling), which makes it many times faster on a CPU.
+* ``lite``: a compact ResNet, ResNet or EfficientNet-Lite trunk with BatchNorm, a
+  narrow FPN, short GroupNorm heads and anchors sized for crowns at the model's own
+  resolution. It sees patches at native size (no upsampling), which makes it many
+  times faster on a CPU.
 
 No weights are ever downloaded: every network starts from random weights or from
-a checkpoint file.
+a checkpoint file (a model build may then load ImageNet weights into an
+EfficientNet-Lite trunk, core.efficientnet_lite).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead, retinanet_resnet50_fpn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
+from .efficientnet_lite import VARIANTS as EFFICIENTNET_LITE_VARIANTS
+from .efficientnet_lite import EfficientNetLiteTrunk
 from .errors import CheckpointError
 
 ArchitectureSpec = dict[str, Any]
@@ -76,6 +80,7 @@ def _compact(weights=None, norm_layer=nn.BatchNorm2d, widths: tuple[int, ...] = 
 
 
 _TRUNKS = {"compact": _compact, "resnet18": resnet.resnet18, "resnet34": resnet.resnet34, "resnet50": resnet.resnet50}
+_TRUNKS.update({variant: partial(EfficientNetLiteTrunk, variant) for variant in EFFICIENTNET_LITE_VARIANTS})
 
 
 def deepforest_architecture() -> ArchitectureSpec:
@@ -160,10 +165,12 @@ def _build_lite(spec: ArchitectureSpec, num_classes: int, patch_size: int, mean,
         trunk = _compact(norm_layer=nn.BatchNorm2d, widths=_compact_widths(spec))
     elif "trunk_widths" in spec:
         raise CheckpointError(f"trunk widths are given for the {trunk_name!r} trunk, whose widths are fixed")
+    elif trunk_name in EFFICIENTNET_LITE_VARIANTS:
+        trunk = _TRUNKS[trunk_name]()
     else:
         trunk = _TRUNKS[trunk_name](weights=None, norm_layer=nn.BatchNorm2d)
     stages = ["layer1", "layer2", "layer3", "layer4"] if level == 2 else ["layer2", "layer3", "layer4"]
-    in_channels = [_block_out_channels(getattr(trunk, stage)[-1]) for stage in stages]
+    in_channels = [_stage_out_channels(trunk, stage) for stage in stages]
     backbone = BackboneWithFPN(
         trunk,
         return_layers={stage: str(index) for index, stage in enumerate(stages)},
@@ -199,8 +206,12 @@ def _build_lite(spec: ArchitectureSpec, num_classes: int, patch_size: int, mean,
     )
 
 
-def _block_out_channels(block: nn.Module) -> int:
-    last_bn = block.bn3 if hasattr(block, "bn3") else block.bn2
+def _stage_out_channels(trunk: nn.Module, stage: str) -> int:
+    """Channels a trunk's stage (``layer1`` to ``layer4``) gives the feature pyramid."""
+    if isinstance(trunk, EfficientNetLiteTrunk):
+        return trunk.stage_channels[int(stage[-1]) - 1]
+    last_block = getattr(trunk, stage)[-1]
+    last_bn = last_block.bn3 if hasattr(last_block, "bn3") else last_block.bn2
     return last_bn.num_features
 
 

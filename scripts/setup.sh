@@ -18,12 +18,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! .venv/bin/python -c "import torch, torchvision, safetensors, distributed, pytest, hypothesis, ruff, bandit" 2>/dev/null; then
+if ! .venv/bin/python -c "import torch, torchvision, safetensors, distributed, pytest, hypothesis, ruff, bandit, efficientnet_lite_pytorch" 2>/dev/null; then
     echo "Creating .venv with torch and torchvision (a few minutes on a new machine)"
     /usr/bin/python3 -m venv --system-site-packages .venv
     # (pip warns about local package folders this machine's pip config names; they are noise here)
     .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" || true
-    .venv/bin/python -c "import torch, torchvision, safetensors, distributed, pytest, hypothesis, ruff, bandit"
+    .venv/bin/python -c "import torch, torchvision, safetensors, distributed, pytest, hypothesis, ruff, bandit, efficientnet_lite_pytorch"
     # triton is only for torch.compile on GPUs, and its LLVM crashes the QGIS desktop on Mesa.
     .venv/bin/pip uninstall -y -q triton 2>/dev/null || true
 fi
