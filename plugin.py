@@ -2,7 +2,8 @@
 
 The engine needs torch, torchvision and safetensors. When QGIS's Python lacks them the plugin
 still loads: the button opens a dock that installs them into the user's profile, and the
-detection dock and Processing algorithms appear once they import, without a restart.
+Processing algorithms are stand-ins that say how to install them; once the packages import, the
+detection dock and the real algorithms take their place, without a restart.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from .gis.dependencies import missing_packages, packages_folder, use_packages_folder
+from .gis.dependencies import missing_packages, missing_packages_message, packages_folder, use_packages_folder
+from .gis.python_for_pip import python_executable
 from .gis.resources import ICON
 
 MENU = "&Tree crowns"
@@ -29,18 +31,19 @@ class TreecrownsPlugin:
         use_packages_folder(self.folder)
 
     def initProcessing(self) -> None:  # noqa: N802 - QGIS hook
+        """Register the algorithms; while packages are missing, stand-ins that say how to install them."""
         missing = missing_packages()
+        message = missing_packages_message(missing, self.folder, python_executable()) if missing else None
         if missing:
-            QgsMessageLog.logMessage(
-                f"Tree crowns: the Processing algorithms need {', '.join(missing)}; open the Tree crowns dock in "
-                "QGIS to install them", "Tree crowns", Qgis.Warning,
-            )
-            return
+            QgsMessageLog.logMessage(message, "Tree crowns", Qgis.Warning)
         if self.provider is None:
             from .processing_provider.provider import TreecrownsProvider
 
-            self.provider = TreecrownsProvider()
+            self.provider = TreecrownsProvider(message)
             QgsApplication.processingRegistry().addProvider(self.provider)
+        elif self.provider.missing_message != message:
+            self.provider.missing_message = message
+            self.provider.refreshAlgorithms()
 
     def initGui(self) -> None:  # noqa: N802 - QGIS hook
         self.initProcessing()

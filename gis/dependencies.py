@@ -9,21 +9,32 @@ succeeded. So a failed or cancelled install leaves nothing half-written, package
 has (numpy, which rasterio and QGIS are built against) are never shadowed, and triton, which
 torch's Linux wheels pull in but only ``torch.compile`` on a GPU uses, never lands (its LLVM
 crashes the QGIS desktop on Mesa drivers).
+
+Which package index: on Linux, PyTorch's default wheels bring NVIDIA's CUDA libraries (several
+GB), which only a machine with an NVIDIA driver can use; without one the installer starts from
+PyTorch's CPU-only index. The user can still name another index.
+
+The same install runs from a shell (``install_packages.py`` in the plugin's folder), for a server
+or batch job whose QGIS desktop never opened the dock; ``missing_packages_message`` gives the
+exact command.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
 import json
+import platform
 import queue
 import re
 import shutil
-import subprocess
+import subprocess  # nosec B404 - runs pip with fixed arguments
 import sys
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .python_for_pip import pip_command, python_executable
@@ -33,6 +44,9 @@ REQUIRED = {"torch": "torch==2.14.1", "torchvision": "torchvision==0.29.1", "saf
 # Needed only to detect on a Dask cluster (CLUSTER); core.cluster says how to install it when it is missing.
 OPTIONAL = {"distributed": "dask[distributed]==2026.8.0"}
 NEVER_INSTALLED = frozenset({"triton"})
+# PyTorch's own index of CPU-only wheels: on Linux, torch without NVIDIA's CUDA libraries.
+CPU_ONLY_INDEX = "https://download.pytorch.org/whl/cpu"
+NVIDIA_DRIVER_FOLDER = Path("/proc/driver/nvidia")
 _UNREACHABLE = re.compile(
     r"Failed to establish a new connection|Name or service not known|Temporary failure in name resolution|"
     r"Could not fetch URL|ConnectTimeout|ReadTimeout|Network is unreachable|No such file or directory: '.*simple",
@@ -68,6 +82,52 @@ def use_packages_folder(folder: Path) -> bool:
 def missing_packages() -> list[str]:
     """The required packages QGIS's Python cannot import, found without importing them."""
     return [name for name in REQUIRED if importlib.util.find_spec(name) is None]
+
+
+def has_nvidia_driver(driver_folder: Path = NVIDIA_DRIVER_FOLDER, find_program=shutil.which) -> bool:
+    """Whether an NVIDIA driver is loaded (its /proc folder) or installed (``nvidia-smi`` on PATH)."""
+    return driver_folder.exists() or find_program("nvidia-smi") is not None
+
+
+@dataclass(frozen=True)
+class IndexChoice:
+    """The package index the installer starts from ("" is the one pip is set up for), and why, in words."""
+
+    url: str
+    reason: str
+
+
+def default_index(system: str | None = None, nvidia: bool | None = None) -> IndexChoice:
+    """PyTorch's CPU-only index on Linux without an NVIDIA driver; else the index pip is set up for."""
+    system = platform.system() if system is None else system
+    if system != "Linux":
+        return IndexChoice("", f"the index pip is set up for: PyTorch's standard packages for {system}")
+    if nvidia if nvidia is not None else has_nvidia_driver():
+        return IndexChoice("", "an NVIDIA driver was found, so the index pip is set up for: PyTorch with CUDA, "
+                           "which uses the GPU (several GB)")
+    return IndexChoice(CPU_ONLY_INDEX, "no NVIDIA driver was found (no /proc/driver/nvidia, no nvidia-smi), so "
+                       "PyTorch's CPU-only packages, without the CUDA libraries (over 2 GB) this machine cannot use")
+
+
+def install_command(folder: Path, python: Path | None, index_url: str) -> list[str]:
+    """The shell command that installs the engine's packages into ``folder`` as the dock's Install does."""
+    script = Path(__file__).absolute().parents[1] / "install_packages.py"
+    command = [str(python or "python3"), str(script), str(folder)]
+    return command + ["--index-url", index_url] if index_url else command
+
+
+def missing_packages_message(missing: list[str], folder: Path, python: Path | None = None,
+                             index: IndexChoice | None = None) -> str:
+    """What is missing, the pinned versions, and the two ways to install them: the dock, or one command."""
+    index = index or default_index()
+    pins = " ".join(REQUIRED[name] for name in missing)
+    command = " ".join(f'"{part}"' if " " in part else part for part in install_command(folder, python, index.url))
+    return (
+        f"Tree crowns needs PyTorch, and QGIS's Python lacks {', '.join(missing)}. Install {pins} into {folder}, "
+        "the folder the plugin reads: in the QGIS desktop the Tree crowns button opens a dock that does it with "
+        f"one click, or from a shell run\n  {command}\n(package index: {index.reason}). Nothing in QGIS itself "
+        "is changed."
+    )
 
 
 def index_options(index_url: str) -> list[str]:
@@ -194,3 +254,26 @@ def _explain(lines: list[str]) -> str:
         return ("the package index does not have these versions for this Python and system; set another index "
                 f"(for example PyTorch's CPU-only one) in the installer's settings.\npip said:\n{last}")
     return f"pip failed; its log is in the installer's panel.\npip said:\n{last}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``install_packages.py FOLDER [--index-url URL]``: the dock's install, from a shell; pip's log on standard output."""
+    choice = default_index()
+    parser = argparse.ArgumentParser(
+        prog="install_packages.py",
+        description="Install the packages Tree crowns needs (" + ", ".join(REQUIRED.values()) + ") into a folder "
+        "that the plugin reads, without changing QGIS's Python. Run it with QGIS's own Python.",
+    )
+    parser.add_argument("folder", type=Path, help="<QGIS profile>/python/treecrowns-packages/pyXY")
+    parser.add_argument("--index-url", default=choice.url,
+                        help=f"package index, or a folder of wheels (default: {choice.url or 'the one pip is set up for'}: "
+                        f"{choice.reason}); \"\" for the one pip is set up for")
+    args = parser.parse_args(argv)
+    print(f"Package index: {args.index_url or 'the one pip is set up for'}", flush=True)
+    try:
+        installed = install(args.folder, index_url=args.index_url, log=print, python=Path(sys.executable))
+    except InstallError as exc:
+        print(f"Not installed: {exc}", file=sys.stderr)
+        return 1
+    print(f"Installed {len(installed)} packages into {args.folder}")
+    return 0

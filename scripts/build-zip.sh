@@ -7,7 +7,7 @@ mkdir -p dist
 import subprocess, zipfile
 from pathlib import Path
 
-PLUGIN_PARTS = ("metadata.txt", "__init__.py", "plugin.py", "command_line.py", "LICENSE", "core/", "gis/", "processing_provider/", "ui/", "resources/")
+PLUGIN_PARTS = ("metadata.txt", "__init__.py", "plugin.py", "command_line.py", "install_packages.py", "LICENSE", "core/", "gis/", "processing_provider/", "ui/", "resources/")
 tracked = subprocess.run(["git", "ls-files", "-z"], capture_output=True, text=True, check=True).stdout.split("\0")
 files = sorted(f for f in tracked if f and f.startswith(PLUGIN_PARTS) and "__pycache__" not in f)
 target = Path("dist/treecrowns.zip")

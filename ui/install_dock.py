@@ -19,7 +19,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..gis.dependencies import REQUIRED
+from ..gis.dependencies import CPU_ONLY_INDEX, REQUIRED, default_index
 from ..gis.install_task import InstallOutcome, InstallTask
 
 INDEX_SETTING = "treecrowns/package_index"
@@ -40,21 +40,33 @@ class InstallDock(QgsDockWidget):
         pins = ", ".join(REQUIRED[name] for name in missing)
         self.explanation = QLabel(
             f"<b>Tree-crown detection needs packages QGIS's Python does not have:</b> {', '.join(missing)}.<br>"
-            f"<b>Install</b> puts {pins} and what they need (a few GB with PyTorch's standard packages) into "
+            f"<b>Install</b> puts {pins} and what they need into "
             f"<code>{folder}</code>. QGIS itself is not changed and no administrator rights are needed."
         )
         self.explanation.setWordWrap(True)
         layout.addWidget(self.explanation)
 
         form = QFormLayout()
-        self.index_edit = QLineEdit(QgsSettings().value(INDEX_SETTING, "", type=str))
+        self.index_edit = QLineEdit()
         self.index_edit.setPlaceholderText("the index pip is set up for")
         self.index_edit.setToolTip(
-            "Leave empty for the package index QGIS's pip is set up for. Another index, such as PyTorch's much "
-            "smaller CPU-only one (https://download.pytorch.org/whl/cpu), or a folder of wheel files."
+            "Empty: the package index QGIS's pip is set up for. Or another index, such as PyTorch's much smaller "
+            f"CPU-only one ({CPU_ONLY_INDEX}), or a folder of wheel files."
         )
         form.addRow("Package index", self.index_edit)
         layout.addLayout(form)
+        self.index_reason = QLabel()
+        self.index_reason.setWordWrap(True)
+        layout.addWidget(self.index_reason)
+        settings = QgsSettings()
+        if settings.contains(INDEX_SETTING):
+            self.index_edit.setText(settings.value(INDEX_SETTING, "", type=str))
+            self.index_reason.setText("<i>The package index you chose last time.</i>")
+        else:
+            choice = default_index()
+            self.index_edit.setText(choice.url)
+            self.index_reason.setText(f"<i>Package index: {choice.reason}.</i>")
+        self.index_edit.setCursorPosition(0)
 
         buttons = QHBoxLayout()
         self.install_button = QPushButton("Install")

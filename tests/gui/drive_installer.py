@@ -18,6 +18,12 @@ from desktop_harness import OUT, RASTER, finish, guarded, result, save
 INSTALL_TIMEOUT_S = 900
 
 
+def treecrowns_algorithms() -> dict:
+    """id -> title of every treecrowns algorithm QGIS Processing lists now."""
+    return {a.id(): a.displayName() for a in QgsApplication.processingRegistry().algorithms()
+            if a.id().startswith("treecrowns:")}
+
+
 def start():
     iface = qgis.utils.iface
     result["torch_on_path_at_start"] = any((Path(p) / "torch").is_dir() for p in sys.path if p)
@@ -25,8 +31,7 @@ def start():
     assert qgis.utils.loadPlugin("treecrowns"), "plugin could not be loaded"
     assert qgis.utils.startPlugin("treecrowns"), "plugin could not be started without torch"
     plugin = qgis.utils.plugins["treecrowns"]
-    result["algorithms_before"] = [a.id() for a in QgsApplication.processingRegistry().algorithms()
-                                   if a.id().startswith("treecrowns:")]
+    result["algorithms_before"] = treecrowns_algorithms()
     raster = QgsRasterLayer(RASTER, "sample orthophoto")
     QgsProject.instance().addMapLayer(raster)
     iface.mapCanvas().setExtent(raster.extent())
@@ -36,8 +41,13 @@ def start():
     dock = iface.mainWindow().findChild(QDockWidget, "TreecrownsInstallDock")
     result["install_dock_visible"] = bool(dock and dock.isVisible())
     result["explanation"] = dock.explanation.text()
+    result["index_chosen"] = dock.index_edit.text()
+    result["index_reason"] = dock.index_reason.text()
     result["packages_folder"] = str(plugin.folder)
     save("1-packages-missing")
+    # This machine reaches no package index but the one pip is set up for (not PyTorch's CPU-only
+    # one): cleared, as a user behind such a firewall would.
+    dock.index_edit.setText("")
     started = time.monotonic()
     dock.install_button.click()
     result["install_click_s"] = time.monotonic() - started
@@ -62,8 +72,7 @@ def start():
     def after_install():
         detection = iface.mainWindow().findChild(QDockWidget, "TreecrownsDock")
         result["detection_dock_visible"] = bool(detection and detection.isVisible())
-        result["algorithms_after"] = [a.id() for a in QgsApplication.processingRegistry().algorithms()
-                                      if a.id().startswith("treecrowns:")]
+        result["algorithms_after"] = treecrowns_algorithms()
         folder = Path(plugin.folder)
         result["triton_installed"] = any(folder.glob("triton*"))
         import torch

@@ -10,6 +10,7 @@ import pytest
 
 from treecrowns.core.checkpoint import read_metadata
 from treecrowns.core.training_settings import learning_rate_for
+from treecrowns.gis.dependencies import CPU_ONLY_INDEX
 from treecrowns.gis.resources import BUNDLED_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,11 +128,16 @@ def test_packages_are_installed_from_the_dock_and_detection_runs_in_the_same_ses
     result = run_desktop(REPO / "tests" / "gui" / "drive_installer.py", out, osbs_plot.image, timeout=1200, with_venv=False)
     assert "error" not in result, result.get("error")
     assert result["python_errors"] == []
-    assert not result["torch_on_path_at_start"] and result["algorithms_before"] == []
+    assert not result["torch_on_path_at_start"]
+    # Before the install every algorithm is listed, as a stand-in that says how to install PyTorch.
+    assert len(result["algorithms_before"]) == 5
+    assert all(title.endswith("(needs PyTorch)") for title in result["algorithms_before"].values())
     assert result["install_dock_visible"] and "torch" in result["explanation"] and "safetensors" in result["explanation"]
+    # This machine has no NVIDIA driver: the dock starts from PyTorch's CPU-only index and says why.
+    assert result["index_chosen"] == CPU_ONLY_INDEX and "no NVIDIA driver" in result["index_reason"]
     assert result["install_click_s"] < 0.5, "pip runs in a background task"
     assert result["detection_dock_visible"], result["install_status"]
-    assert "treecrowns:detect" in result["algorithms_after"]
+    assert result["algorithms_after"]["treecrowns:detect"] == "Detect tree crowns", "the real algorithms replace the stand-ins"
     assert result["torch_from"].startswith(result["packages_folder"]), "torch comes from the profile's folder"
     assert not result["triton_installed"]
     [crowns] = result["crown_layers"]

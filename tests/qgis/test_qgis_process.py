@@ -88,3 +88,46 @@ def test_qgis_process_detects_on_a_folder_of_tiles_as_on_the_orthophoto_they_wer
     assert same.precision == same.recall == 1.0, same.as_dict()
     on_cluster = evaluate({"plot": boxes("cluster")}, {"plot": boxes("tiles")}, iou_threshold=0.99)
     assert on_cluster.precision == on_cluster.recall == 1.0, on_cluster.as_dict()
+
+
+def test_without_pytorch_qgis_process_says_what_to_install_instead_of_algorithm_not_found(tmp_path):
+    """The plugin zip in a fresh profile whose Python has no torch: every algorithm is there and says how to get it."""
+    import zipfile
+
+    built = subprocess.run(["bash", str(REPO_SCRIPTS / "build-zip.sh")], capture_output=True, text=True, check=True,
+                           cwd=REPO_SCRIPTS.parent)
+    assert "treecrowns.zip" in built.stdout
+    profile = tmp_path / ".local" / "share" / "QGIS" / "QGIS3" / "profiles" / "default"
+    (profile / "python" / "plugins").mkdir(parents=True)
+    zipfile.ZipFile(REPO_SCRIPTS.parent / "dist" / "treecrowns.zip").extractall(profile / "python" / "plugins")
+    # QGIS's own Python as a new user has it: no venv, no checkout on the path.
+    environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "QT_QPA_PLATFORM": "offscreen",
+                   "XDG_RUNTIME_DIR": str(tmp_path)}
+    qgis_process = "/usr/bin/qgis_process.bin"
+    subprocess.run([qgis_process, "plugins", "enable", "treecrowns"], capture_output=True, env=environment, timeout=120)
+
+    run = subprocess.run([qgis_process, "run", "treecrowns:detect", "--", f"INPUT={tmp_path / 'x.tif'}",
+                          f"OUTPUT={tmp_path / 'o.gpkg'}"], capture_output=True, text=True, env=environment, timeout=120)
+    printed = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "not found" not in printed and "Traceback" not in printed, printed
+    folder = profile / "python" / "treecrowns-packages" / "py311"
+    assert "torch==2.14.1" in printed and "safetensors==0.8.0" in printed
+    assert f"install_packages.py {folder}" in printed, "the command that installs into the folder the plugin reads"
+    assert not (tmp_path / "o.gpkg").exists()
+
+    listed = subprocess.run([qgis_process, "list"], capture_output=True, text=True, env=environment, timeout=120)
+    assert all(algorithm in listed.stdout for algorithm in ALGORITHMS)
+    helped = subprocess.run([qgis_process, "help", "treecrowns:train"], capture_output=True, text=True,
+                            env=environment, timeout=120)
+    assert "needs PyTorch" in helped.stdout and f"install_packages.py {folder}" in helped.stdout
+
+
+def test_the_stand_ins_without_pytorch_carry_the_real_algorithms_ids_and_titles():
+    from treecrowns.processing_provider.missing_packages import ENGINE_ALGORITHMS
+    from treecrowns.processing_provider.provider import TreecrownsProvider
+
+    provider = TreecrownsProvider()
+    provider.loadAlgorithms()
+    real = {algorithm.name(): algorithm.displayName() for algorithm in provider.algorithms()}
+    assert real == ENGINE_ALGORITHMS
