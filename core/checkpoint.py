@@ -81,7 +81,7 @@ class ModelMetadata:
     # The learning rate at which this model learns a few hundred corrected crowns without
     # forgetting what it knew (the Train dialog's default for it). How far one step moves a
     # model depends on how it was trained: a longer-trained model needs a larger rate to learn
-    # the same corrections (model card). None: core.training_settings' default.
+    # the same corrections (model/DIARY.md). None: core.training_settings' default.
     retraining_learning_rate: float | None = None
     source_format: str = "treecrowns"
 

@@ -110,8 +110,9 @@ def lite_architecture(
     features twice as fine, so crowns a few pixels apart are told apart, at about twice
     the network work per patch.
 
-    ``trunk_widths`` sets the compact trunk's channels (stem, then its four stages); the
-    ResNet trunks have fixed widths.
+    ``trunk`` is ``compact``, ``resnet18``/``34``/``50`` or ``efficientnet_lite0``/``1``/``2``
+    (core.efficientnet_lite, whose ImageNet weights a model build may load). ``trunk_widths``
+    sets the compact trunk's channels (stem, then its four stages); the others have fixed widths.
     """
     spec = {
         "family": "lite",

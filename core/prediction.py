@@ -107,7 +107,7 @@ def _windows_and_readings(
     window edge is then cut the same way at every scale, as on a validation plot, so the fused
     scores are those the threshold was calibrated on. (When each scale had its own full-patch
     windows, a crown whole at one scale could be cut at the other, and the fused crown lost
-    about half its score: see the model card.)
+    about half its score: see model/DIARY.md.)
     """
     patch = settings.patch_size or model.metadata.patch_size
     zoom_x = zoom_y = 1.0  # model pixels per raster pixel at scale 1

@@ -68,6 +68,25 @@ class TrainingResult:
     cancelled: bool = False
     metrics: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # The starting model's figures on the same held-out crowns, scored the same way before the
+    # first step; {} when too few crowns were held out to measure either.
+    base_metrics: dict = field(default_factory=dict)
+
+    @property
+    def worse_than_base(self) -> bool:
+        """Whether the kept model scores a lower F1 than the model it started from on the held-out crowns."""
+        f1, base_f1 = self.metrics.get("f1"), self.base_metrics.get("f1")
+        return f1 is not None and base_f1 is not None and f1 < base_f1
+
+    def comparison_with_base(self) -> str | None:
+        """The retrained model against its base on the held-out crowns, in words; None when not measured."""
+        if not self.metrics or not self.base_metrics:
+            return None
+        f1, base_f1 = self.metrics["f1"], self.base_metrics["f1"]
+        if self.worse_than_base:
+            return (f"the retrained model scores F1 {f1:.3f} on the crowns held out of training, below the {base_f1:.3f} "
+                    "of the model it started from: keep detecting with that model, or correct more crowns and train again")
+        return f"on the crowns held out of training, F1 {f1:.3f} against {base_f1:.3f} for the model it started from"
 
 
 def split_validation(items: Sequence[ImageAnnotations], share: float, seed: int) -> tuple[list, list]:
@@ -304,6 +323,8 @@ def train(
     # Without calibration the base model's threshold for each way of detecting (one view, views)
     # is kept, not its figures: they describe the base model.
     inherited = {} if calibrate else thresholds_only(meta.metrics.get("calibration", {}))
+    # The yardstick for "never worse": the starting model on the same crowns, scored the same way.
+    base_metrics = validate(model, val_samples, device)[0] if calibrate else {}
     best_f1, best_epoch, saved_any = -1.0, 0, False
     best_metrics: dict = {}
     step = 0
@@ -345,7 +366,8 @@ def train(
                     if not saved_any:
                         raise Cancelled("training was cancelled before the first epoch finished; no checkpoint was written")
                     return TrainingResult(
-                        str(output_path), tuple(history), best_epoch, cancelled=True, metrics=best_metrics, notes=tuple(notes)
+                        str(output_path), tuple(history), best_epoch, cancelled=True, metrics=best_metrics,
+                        notes=tuple(notes), base_metrics=base_metrics,
                     )
                 chosen = rng.choices(range(len(train_samples)), weights, k=settings.batch_size)
                 batch = [
@@ -411,7 +433,8 @@ def train(
                 on_epoch(report)
         if state_path:
             remove_training_state(state_path)
-        return TrainingResult(str(output_path), tuple(history), best_epoch, metrics=best_metrics, notes=tuple(notes))
+        return TrainingResult(str(output_path), tuple(history), best_epoch, metrics=best_metrics, notes=tuple(notes),
+                              base_metrics=base_metrics)
     finally:
         for hook in mixing:
             hook.remove()

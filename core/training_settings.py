@@ -13,8 +13,8 @@ BOX_LOSSES = ("l1", "giou")
 # The retraining rate for a model whose checkpoint states none (DeepForest's, and ours before
 # checkpoints stated one). 0.001: on five sites the 18-site model of 2026-12-02 knows, one
 # corrected plot then helps the site's other plots (+0.034 mean) where 0.002 barely did (+0.007),
-# and on five sites the 4-site model never saw it gains as much (+0.172 against +0.174; model
-# card, "Correcting one plot and retraining").
+# and on five sites the 4-site model never saw it gains as much (+0.172 against +0.174;
+# model/DIARY.md, "Correcting one plot and retraining").
 DEFAULT_RETRAINING_LEARNING_RATE = 0.001
 
 

@@ -33,7 +33,7 @@ CALIBRATION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 # than this. On a dozen plots the two ways' F1 differ by a few hundredths from noise alone,
 # and four views carried better to sites the model had never seen: over fourteen leave-one-out
 # checkpoints they were up to 0.08 better there and at most 0.022 worse, while the calibrated
-# choice picked one view four times on held-out margins of 0.011 to 0.023 (model card).
+# choice picked one view four times on held-out margins of 0.011 to 0.023 (model/DIARY.md).
 ONE_VIEW_MARGIN = 0.03
 _VALIDATION_NMS = 0.3
 

@@ -4,7 +4,7 @@ A crown seen from above has no "up": the network should find it however the patc
 is turned. Running it on the patch turned by 0, 90, 180 and 270 degrees and fusing
 the boxes gives steadier scores and box edges than one pass, at four times the
 network cost. (All eight symmetries of the square, reflections too, scored a little
-higher on the validation plots but cost twice as much again: see the model card.) Fusion is a
+higher on the validation plots but cost twice as much again: see model/DIARY.md.) Fusion is a
 weighted box fusion: boxes of the same class from different views that overlap
 form one crown, its box is their score-weighted mean, and its score is the sum of
 each view's best score divided by the number of views, so a crown that only one
@@ -15,7 +15,7 @@ the raster is read again at each scale, through the same windows (see
 ``core.prediction``), and the crowns each scale found are fused the same way
 (``fuse_scales``). Crowns are bigger at some sites than at others; reading at 1 and
 1.25 times the model's ground resolution raised F1 on sites the model had never seen
-(see the model card), at about twice the cost of one scale.
+(model/DIARY.md), at about twice the cost of one scale.
 """
 
 from __future__ import annotations

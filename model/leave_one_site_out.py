@@ -2,7 +2,7 @@
 
 The checkpoint shipped until 2026-12-02 learnt from the 4 sites of shared/data/neon alone
 (``train_bundled_model.py --data neon --epochs 60 --no-bf16``); this script trains and scores that recipe
-without each of its sites in turn, and the model card's "The 4-site checkpoint" keeps the figures.
+without each of its sites in turn, and the diary's "The 4-site checkpoint" (DIARY.md) keeps the figures.
 Today's recipe learns from 18 sites and is measured by model/site_folds.py instead.
 
 Usage (from the repository root, after scripts/setup.sh):

@@ -32,7 +32,7 @@ as augmentation only.
 
 Mosaic patches (the default since 2026-11-30): ``--mosaic-share 0.5`` cuts half of the training
 patches from four random training plots side by side, so that a zoomed-out patch shows more trees
-instead of a black border. Every patch is zoomed by 0.8 to 1.25 (``--scale-jitter``). The model card
+instead of a black border. Every patch is zoomed by 0.8 to 1.25 (``--scale-jitter``). The diary (DIARY.md)
 compares this recipe with the one before mosaic patches (``--mosaic-share 0``) and with wider zooms
 (``--scale-jitter 0.8,2.0``, which costs the open savanna of SJER most of its F1).
 
@@ -56,7 +56,7 @@ weights saw them, (x - 127) / 128, instead of ImageNet's mean and standard devia
 
 The checkpoint states the learning rate that suits retraining it on a user's corrections
 (``--retraining-learning-rate``, default 0.003: measured for this recipe's 100 epochs in the
-model card, where the 40-epoch checkpoint shipped before it suited 0.001).
+diary, where the 40-epoch checkpoint shipped before it suited 0.001).
 
 The checkpoint asks for its four turned views at its ground resolution (``--view-scales``, see
 core/views.py; ``1,1.25`` adds a second scale, about twice the detection time); the closing
@@ -205,7 +205,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the learning rate the checkpoint states for retraining on users' corrections (the Train "
                         f"dialog's default for it; default {RETRAINING_LEARNING_RATE:g}, measured for this recipe; a "
                         f"checkpoint that states none is retrained at {DEFAULT_RETRAINING_LEARNING_RATE:g}): a "
-                        "longer-trained model needs a larger one (model card)")
+                        "longer-trained model needs a larger one (DIARY.md)")
     args = parser.parse_args(argv)
     args.scale_jitter = tuple(float(v) for v in args.scale_jitter.split(","))
     if len(args.scale_jitter) != 2:

@@ -88,8 +88,10 @@ class TrainAlgorithm(TreecrownsAlgorithm):
             )
         )
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, "Trained model", "Checkpoints (*.safetensors)"))
-        for key, title in (("PRECISION", "Validation precision"), ("RECALL", "Validation recall"), ("F1", "Validation F1")):
+        for key, title in (("PRECISION", "Validation precision"), ("RECALL", "Validation recall"), ("F1", "Validation F1"),
+                           ("BASE_F1", "Validation F1 of the base model, on the same held-out crowns")):
             self.addOutput(QgsProcessingOutputNumber(key, title))
+        self.addOutput(QgsProcessingOutputNumber("WORSE_THAN_BASE", "1 if the trained model scores below its base, else 0"))
 
     def learning_rate(self, parameters, context) -> float | None:
         """The rate asked for, or None when left empty: then the base model's own retraining rate."""
@@ -161,10 +163,17 @@ class TrainAlgorithm(TreecrownsAlgorithm):
             feedback.pushInfo(f"Note: {note}")
         if result.cancelled:
             feedback.reportError(f"Training was cancelled; the best checkpoint so far (epoch {result.best_epoch}) was kept", fatalError=False)
+        comparison = result.comparison_with_base()
+        if result.worse_than_base:
+            feedback.reportError(f"Worse than the base model: {comparison}", fatalError=False)
+        elif comparison:
+            feedback.pushInfo(comparison[0].upper() + comparison[1:])
         metrics = result.metrics
         return {
             self.OUTPUT_MODEL: str(output),
             "PRECISION": metrics.get("precision"),
             "RECALL": metrics.get("recall"),
             "F1": metrics.get("f1"),
+            "BASE_F1": result.base_metrics.get("f1"),
+            "WORSE_THAN_BASE": int(result.worse_than_base),
         }

@@ -153,15 +153,16 @@ class DetectionDock(QgsDockWidget):
             if Path(path).exists() and path != str(BUNDLED_MODEL):
                 self.model_combo.addItem(Path(path).name, path)
 
-    def add_model(self, path: str) -> None:
-        """Put a checkpoint in the list (remembered across sessions) and select it."""
+    def add_model(self, path: str, select: bool = True) -> None:
+        """Put a checkpoint in the list (remembered across sessions) and, unless told not to, select it."""
         recent = [p for p in QgsSettings().value(_RECENT_MODELS_KEY, [], type=list) if p != path]
         QgsSettings().setValue(_RECENT_MODELS_KEY, [path, *recent][:10])
         index = self.model_combo.findData(path)
         if index < 0:
             self.model_combo.addItem(Path(path).name, path)
             index = self.model_combo.count() - 1
-        self.model_combo.setCurrentIndex(index)
+        if select:
+            self.model_combo.setCurrentIndex(index)
 
     def _browse_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(

@@ -256,19 +256,29 @@ class TrainingDialog(QDialog):
         if outcome.result is None:
             self.status.setText("Cancelled before the first epoch finished; no model was written.")
             return
-        path = outcome.result.checkpoint_path
+        result = outcome.result
+        path = result.checkpoint_path
         self.new_model = path
-        self.dock.add_model(path)
-        metrics = outcome.result.metrics
+        metrics = result.metrics
         summary = f"New model {Path(path).name}"
         if metrics:
             summary += f": validation P {metrics['precision']:.2f}, R {metrics['recall']:.2f}, F1 {metrics['f1']:.2f} (epoch {metrics['epoch']})"
         if outcome.cancelled:
             summary += " — cancelled, best epoch kept"
-        self.status.setText(summary + "".join(f"<br>Note: {note}" for note in outcome.result.notes))
+        comparison = result.comparison_with_base()
+        if result.worse_than_base:
+            # Listed for a later choice, but the dock keeps the model it started from selected.
+            self.dock.add_model(path, select=False)
+            summary += f"<br><b>Not better:</b> {comparison}. The dock keeps the base model selected."
+        else:
+            self.dock.add_model(path)
+            summary += f"<br>{comparison[0].upper() + comparison[1:]}." if comparison else ""
+        self.status.setText(summary + "".join(f"<br>Note: {note}" for note in result.notes))
         self.progress.setValue(100)
         self.detect_button.setEnabled(True)
-        self.iface.messageBar().pushMessage("Tree crowns", summary, Qgis.Success, 10)
+        level = Qgis.Warning if result.worse_than_base else Qgis.Success
+        self.iface.messageBar().pushMessage("Tree crowns", summary.replace("<br>", " ").replace("<b>", "").replace("</b>", ""),
+                                            level, 10)
 
     def detect_with_new_model(self) -> None:
         if self.new_model:

@@ -477,3 +477,30 @@ def test_training_patches_are_equalised_as_the_checkpoint_or_the_equalise_share_
         return sum(bool(random_patch(sample, 200, settings, rng)[0].max() > 0.9) for _ in range(100))
 
     assert equalised_patches(0.0) == 0 and equalised_patches(1.0) == 100 and 35 <= equalised_patches(0.5) <= 65
+
+
+def test_a_retrained_model_that_scores_below_its_base_on_the_held_out_crowns_says_so(osbs_plot, tmp_path):
+    """The bundled model retrained on boxes a quarter of each crown's size: on the plot's true crowns
+    it is then worse than before, and the result says so instead of presenting it as the better model."""
+    from treecrowns.gis.resources import BUNDLED_MODEL
+
+    true_crowns = osbs_plot.crowns
+    centres = (true_crowns.boxes[:, :2] + true_crowns.boxes[:, 2:]) / 2
+    sides = (true_crowns.boxes[:, 2:] - true_crowns.boxes[:, :2]) / 8
+    misdrawn = replace(true_crowns, boxes=np.hstack([centres - sides, centres + sides]))
+    settings = TrainingSettings(epochs=2, steps_per_epoch=8, batch_size=4, learning_rate=0.05, device="cpu")
+    result = train(load_checkpoint(BUNDLED_MODEL), [misdrawn], tmp_path / "worse.safetensors", settings,
+                   validation_items=[true_crowns])
+    assert result.base_metrics["f1"] > 0.4, "the base model finds OSBS_029's crowns"
+    assert result.metrics["f1"] < result.base_metrics["f1"]
+    assert result.worse_than_base
+    assert "below the" in result.comparison_with_base() and "keep detecting with that model" in result.comparison_with_base()
+
+
+def test_a_retrained_model_is_compared_with_its_base_only_when_enough_crowns_are_held_out(tmp_path):
+    items = [scene(tmp_path, f"s{i}", i, count=35, size=256) for i in range(3)]
+    measured = train(small_model(), items, tmp_path / "a.safetensors", FAST)
+    assert set(measured.base_metrics) >= {"f1", "precision", "recall"}
+    assert "for the model it started from" in measured.comparison_with_base()
+    few = train(small_model(), [scene(tmp_path, "few", 7, count=6)], tmp_path / "b.safetensors", FAST)
+    assert few.base_metrics == {} and few.comparison_with_base() is None and not few.worse_than_base

@@ -173,6 +173,7 @@ class Loop:
         result["new_model"] = self.dialog.new_model
         result["epochs_plotted"] = len(self.dialog.plot.reports)
         result["model_list"] = [self.dock.model_combo.itemData(i) for i in range(self.dock.model_combo.count())]
+        result["selected_after_training"] = self.dock.selected_model()
         save("6-trained", self.dialog)
         self.layers_before = len(QgsProject.instance().mapLayers())
         self.dock.output_widget.setFilePath(str(OUT / "crowns_new_model.gpkg"))

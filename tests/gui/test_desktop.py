@@ -108,6 +108,8 @@ def test_correct_retrain_and_detect_again_by_mouse_and_keys(osbs_plot, tmp_path)
     assert result["training_started"] and result["epochs_plotted"] == 1
     new_model = result["new_model"]
     assert new_model and Path(new_model).exists() and new_model in result["model_list"]
+    # The dock moves on to the new model unless it scored below its base on the held-out crowns.
+    assert (result["selected_after_training"] == new_model) == ("Not better" not in result["training_status"])
     assert result["second_detection"]["model"] == new_model
     # The first detection's layer is still in the project: the new one must be told apart from it.
     assert result["second_detection"]["name"] == "sample orthophoto crowns (2)"

@@ -35,6 +35,9 @@ def test_train_from_a_crown_layer_writes_a_model_that_records_its_data(plots, tm
         },
     )
     assert result["OUTPUT_MODEL"] == str(output) and 0.0 <= result["F1"] <= 1.0
+    # The bundled model on the same held-out plot, scored the same way, and whether the new one fell below it.
+    assert 0.0 < result["BASE_F1"] <= 1.0
+    assert result["WORSE_THAN_BASE"] == int(result["F1"] < result["BASE_F1"])
     model = load_checkpoint(output)
     assert model.metadata.labels == ("Tree",)
     assert model.metadata.provenance["parent"] == str(BUNDLED_MODEL)
