@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Retrain the bundled model from scratch (seed 0) on the 18 labelled NEON sites and re-measure
 # everything its model card reports, then rewrite the card. About 2.5 hours on a 2-core CPU with
-# bfloat16 units (100 epochs of about 1.2 minutes, then scoring); with --site-folds also the four
-# trainings without one fold of sites each (about 4 hours each, two at a time).
+# bfloat16 units (100 epochs of about 1.2 minutes, then scoring); about twice that on a CPU without
+# them, where it trains in float32. With --site-folds also the four trainings without one fold of
+# sites each (about 4 hours each, two at a time).
 # Stopped part-way, the same command goes on from each training's last finished epoch.
 #
 #   model/build_bundled_model.sh [--site-folds]
