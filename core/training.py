@@ -323,8 +323,10 @@ def train(
     # Without calibration the base model's threshold for each way of detecting (one view, views)
     # is kept, not its figures: they describe the base model.
     inherited = {} if calibrate else thresholds_only(meta.metrics.get("calibration", {}))
-    # The yardstick for "never worse": the starting model on the same crowns, scored the same way.
-    base_metrics = validate(model, val_samples, device)[0] if calibrate else {}
+    # The yardstick for "never worse": the starting model on the same crowns, scored the same way;
+    # in a forked random state, so that the training draws exactly what it drew without it.
+    with torch.random.fork_rng(devices=[]):
+        base_metrics = validate(model, val_samples, device)[0] if calibrate else {}
     best_f1, best_epoch, saved_any = -1.0, 0, False
     best_metrics: dict = {}
     step = 0
