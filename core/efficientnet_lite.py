@@ -143,10 +143,6 @@ class EfficientNetLiteTrunk(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
 
-    def blocks(self) -> list[InvertedBottleneck]:
-        """Every inverted bottleneck in reading order: the order of ``_blocks.N`` in an ImageNet file."""
-        return [module for module in self.modules() if isinstance(module, InvertedBottleneck)]
-
 
 # Names in an ImageNet file -> names in this trunk, per block and for the stem.
 _BLOCK_PARTS = {"_expand_conv": "expand.0", "_bn0": "expand.1", "_depthwise_conv": "depthwise.0",
@@ -163,8 +159,8 @@ def trunk_weights_from_imagenet(trunk: EfficientNetLiteTrunk, state: dict[str, t
         CheckpointError: If the file is not EfficientNet-Lite of the trunk's variant (a weight
             is missing, left over or of another shape).
     """
-    block_names = {id(block): name for name, block in trunk.named_modules() if isinstance(block, InvertedBottleneck)}
-    block_prefixes = [block_names[id(block)] for block in trunk.blocks()]
+    # Every inverted bottleneck in reading order: the order of ``_blocks.N`` in an ImageNet file.
+    block_prefixes = [name for name, module in trunk.named_modules() if isinstance(module, InvertedBottleneck)]
     renamed: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         head, _, rest = key.partition(".")

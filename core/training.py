@@ -79,14 +79,14 @@ class TrainingResult:
         return f1 is not None and base_f1 is not None and f1 < base_f1
 
     def comparison_with_base(self) -> str | None:
-        """The retrained model against its base on the held-out crowns, in words; None when not measured."""
+        """The retrained model against its base on the held-out crowns, as a sentence; None when not measured."""
         if not self.metrics or not self.base_metrics:
             return None
         f1, base_f1 = self.metrics["f1"], self.base_metrics["f1"]
         if self.worse_than_base:
-            return (f"the retrained model scores F1 {f1:.3f} on the crowns held out of training, below the {base_f1:.3f} "
+            return (f"The retrained model scores F1 {f1:.3f} on the crowns held out of training, below the {base_f1:.3f} "
                     "of the model it started from: keep detecting with that model, or correct more crowns and train again")
-        return f"on the crowns held out of training, F1 {f1:.3f} against {base_f1:.3f} for the model it started from"
+        return f"On the crowns held out of training, F1 {f1:.3f} against {base_f1:.3f} for the model it started from"
 
 
 def split_validation(items: Sequence[ImageAnnotations], share: float, seed: int) -> tuple[list, list]:

@@ -275,6 +275,7 @@ def main() -> None:
         args.output = OUTPUT if args.leave_out_site is None else loso
     args.output.parent.mkdir(parents=True, exist_ok=True)
     command = "python model/train_bundled_model.py " + " ".join(sys.argv[1:])
+    imagenet_start = pretrained_trunk(args)
     metadata = ModelMetadata(
         architecture=lite_architecture(trunk=args.trunk, finest_level=args.finest_level, trunk_widths=args.trunk_widths),
         labels=("Tree",),
@@ -296,14 +297,14 @@ def main() -> None:
                 "validation_plots": [Path(it.image_path).name for it in val_items],
                 "train_crowns": sum(len(it.labels) for it in train_items),
             },
-            "pretrained_trunk": pretrained_trunk(args),
+            "pretrained_trunk": imagenet_start,
             "settings": recorded(settings),
             "command": command.strip(),
             "torch_threads": torch.get_num_threads(),
         },
     )
     model = new_model(metadata)
-    if pretrained_trunk(args) is not None:
+    if imagenet_start is not None:
         load_imagenet_weights(model.network.backbone.body, args.trunk, imagenet_weights(args.trunk))
     started = time.time()
     epochs_this_run = []

@@ -165,9 +165,9 @@ class TrainAlgorithm(TreecrownsAlgorithm):
             feedback.reportError(f"Training was cancelled; the best checkpoint so far (epoch {result.best_epoch}) was kept", fatalError=False)
         comparison = result.comparison_with_base()
         if result.worse_than_base:
-            feedback.reportError(f"Worse than the base model: {comparison}", fatalError=False)
+            feedback.reportError(f"Worse than the base model. {comparison}", fatalError=False)
         elif comparison:
-            feedback.pushInfo(comparison[0].upper() + comparison[1:])
+            feedback.pushInfo(comparison)
         metrics = result.metrics
         return {
             self.OUTPUT_MODEL: str(output),

@@ -269,10 +269,10 @@ class TrainingDialog(QDialog):
         if result.worse_than_base:
             # Listed for a later choice, but the dock keeps the model it started from selected.
             self.dock.add_model(path, select=False)
-            summary += f"<br><b>Not better:</b> {comparison}. The dock keeps the base model selected."
+            summary += f"<br><b>Not better.</b> {comparison}. The dock keeps the base model selected."
         else:
             self.dock.add_model(path)
-            summary += f"<br>{comparison[0].upper() + comparison[1:]}." if comparison else ""
+            summary += f"<br>{comparison}." if comparison else ""
         self.status.setText(summary + "".join(f"<br>Note: {note}" for note in result.notes))
         self.progress.setValue(100)
         self.detect_button.setEnabled(True)
