@@ -55,6 +55,19 @@ def resolve_device(choice: Device | str) -> tuple[torch.device, str | None]:
     return torch.device("cpu"), None
 
 
+def computes_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` has bfloat16 units, where a mixed-precision training step takes about half the time.
+
+    On a CPU without them (AVX2 only) a bfloat16 step takes several times as long as a float32 one.
+    ``torch.backends.cpu.get_cpu_capability()`` says only "AVX512" on CPUs with and without them,
+    so the instruction sets themselves are asked.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
 @dataclass(frozen=True)
 class DetectionSettings:
     """User choices for one detection run; ``None`` means "as the checkpoint says"."""

@@ -25,6 +25,7 @@ from .patches import Sample, load_samples, patch_source, random_patch
 from .prediction import (
     ProgressCallback,
     StopCheck,
+    computes_bfloat16,
     fit_input_size,
     resolve_device,
 )
@@ -239,6 +240,13 @@ def _warmup_then_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], 
     return factor
 
 
+def uses_bfloat16(settings: TrainingSettings) -> bool:
+    """Whether training with ``settings`` runs in bfloat16: as they say, or else where the device has bfloat16 units."""
+    if settings.bfloat16 is not None:
+        return settings.bfloat16
+    return computes_bfloat16(resolve_device(settings.device)[0])
+
+
 def train(
     model: LoadedModel,
     train_items: Sequence[ImageAnnotations],
@@ -290,6 +298,7 @@ def train(
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     device, _note = resolve_device(settings.device)
+    settings = replace(settings, bfloat16=uses_bfloat16(settings))
     meta = model.metadata
     notes: list[str] = []
     if crowns < _FEW_CROWNS:

@@ -66,9 +66,10 @@ class TrainingSettings:
     # scores the overlap that matching at IoU 0.4 asks for.
     box_loss: str = "l1"
     # Run the network's forward pass in bfloat16 (torch.autocast; weights, optimiser and losses stay
-    # float32). About twice as fast on CPUs with bfloat16 matrix units (AVX-512 BF16, AMX), far
-    # slower on CPUs without them; the weights saved are float32 either way.
-    bfloat16: bool = False
+    # float32). About twice as fast on CPUs with bfloat16 units (AVX-512 BF16, AMX) and recent GPUs,
+    # several times slower on CPUs without them; the weights saved are float32 either way.
+    # None: where the device has bfloat16 units (core.prediction.computes_bfloat16).
+    bfloat16: bool | None = None
     seed: int = 0
     device: Device = Device.AUTO
 

@@ -86,7 +86,7 @@ def settings_from(pairs: list[str]) -> TrainingSettings:
         if name not in {f.name for f in dataclasses.fields(TrainingSettings)}:
             raise SystemExit(f"--set {pair}: TrainingSettings has no field {name!r}")
         current = getattr(defaults, name)
-        if isinstance(current, bool):
+        if isinstance(current, bool) or (current is None and value.lower() in ("true", "false", "yes", "no")):
             changes[name] = value.lower() in ("1", "true", "yes")
         elif current is None or isinstance(current, (int, float)):
             changes[name] = float(value) if isinstance(current, float) or any(c in value for c in ".eE") else int(value)

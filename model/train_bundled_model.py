@@ -85,6 +85,7 @@ from treecrowns.core.efficientnet_lite import VARIANTS as EFFICIENTNET_LITE_VARI
 from treecrowns.core.efficientnet_lite import load_imagenet_weights  # noqa: E402
 from treecrowns.core.errors import TreecrownsError  # noqa: E402
 from treecrowns.core.model import COMPACT_WIDTHS, IMAGENET_MEAN, IMAGENET_STD, lite_architecture  # noqa: E402
+from treecrowns.core.prediction import Device, computes_bfloat16, resolve_device  # noqa: E402
 from treecrowns.core.training import train  # noqa: E402
 from treecrowns.core.training_settings import (  # noqa: E402
     BOX_LOSSES,
@@ -102,21 +103,18 @@ RETRAINING_LEARNING_RATE = 0.003
 OUTPUT = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
 
 
-def cpu_has_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), where it halves a training step."""
-    import torch
-
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+def has_bfloat16_units() -> bool:
+    """Whether the device this build trains on computes bfloat16 natively, where it halves a training step."""
+    return computes_bfloat16(resolve_device(Device.AUTO)[0])
 
 
 def precision_choice(option: bool | None) -> tuple[bool, str]:
-    """bfloat16 or not, and why in words: as asked, or else as this CPU suits."""
+    """bfloat16 or not, and why in words: as asked, or else as the machine suits."""
     if option is not None:
         return option, "as asked"
-    if cpu_has_bfloat16():
-        return True, "this CPU has bfloat16 units"
-    return False, "this CPU has no bfloat16 units (a bfloat16 step would be several times slower)"
+    if has_bfloat16_units():
+        return True, "this machine has bfloat16 units"
+    return False, "this machine has no bfloat16 units (a bfloat16 step would be several times slower)"
 
 
 def without_sites(plots: list[Plot], sites: list[str]) -> list[Plot]:
@@ -187,7 +185,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="run the network's forward pass in bfloat16 while training (about twice as fast on CPUs "
                         "with AVX-512 BF16 or AMX, far slower without; the checkpoint's weights stay float32); "
-                        "--no-bf16 trains in float32; default: bfloat16 where this CPU has bfloat16 units")
+                        "--no-bf16 trains in float32; default: bfloat16 where the machine has bfloat16 units (a CPU with AVX-512 BF16 or AMX, a recent GPU)")
     parser.add_argument("--ground-resolution", type=float, default=0.2,
                         help="metres per pixel the model works at (default 0.2); the engine resamples every raster to it")
     parser.add_argument("--patch-size", type=int, default=200, help="patch side in model pixels (default 200)")

@@ -21,7 +21,7 @@ from qgis.core import (
 
 from ..core.checkpoint import extend_labels, load_checkpoint, with_provenance
 from ..core.errors import Cancelled, TreecrownsError
-from ..core.training import train, trainable_crowns
+from ..core.training import train, trainable_crowns, uses_bfloat16
 from ..core.training_settings import TrainingSettings, whole_network, with_learning_rate_for
 from ..gis.feedback import from_processing
 from ..gis.resources import model_path_or_bundled
@@ -129,6 +129,8 @@ class TrainAlgorithm(TreecrownsAlgorithm):
             model = load_checkpoint(base_path)
             settings = with_learning_rate_for(settings, model.metadata)
             feedback.pushInfo(f"Learning rate: {settings.learning_rate:g}")
+            feedback.pushInfo("Precision: " + ("bfloat16 (this machine has bfloat16 units: about twice as fast)"
+                                               if uses_bfloat16(settings) else "float32"))
             labels = model.metadata.labels
             items, warnings = annotations_for_rasters(
                 rasters, crowns, label_field, regions, default_label=labels[0] if len(labels) == 1 else None

@@ -14,7 +14,7 @@ from train_bundled_model import parse_options, pretrained_trunk, recorded, train
 
 @pytest.mark.parametrize("has_bfloat16", [True, False])
 def test_the_build_trains_in_bfloat16_only_where_the_cpu_has_it_and_records_the_choice(monkeypatch, has_bfloat16):
-    monkeypatch.setattr(train_bundled_model, "cpu_has_bfloat16", lambda: has_bfloat16)
+    monkeypatch.setattr(train_bundled_model, "has_bfloat16_units", lambda: has_bfloat16)
     args = parse_options([])
     assert args.bf16 is has_bfloat16
     assert ("has bfloat16 units" in args.precision_reason) is has_bfloat16
@@ -23,7 +23,7 @@ def test_the_build_trains_in_bfloat16_only_where_the_cpu_has_it_and_records_the_
 
 @pytest.mark.parametrize("option, expected", [("--bf16", True), ("--no-bf16", False)])
 def test_an_explicit_precision_overrides_the_cpus(monkeypatch, option, expected):
-    monkeypatch.setattr(train_bundled_model, "cpu_has_bfloat16", lambda: not expected)
+    monkeypatch.setattr(train_bundled_model, "has_bfloat16_units", lambda: not expected)
     assert parse_options([option]).bf16 is expected
 
 

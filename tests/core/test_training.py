@@ -418,12 +418,12 @@ def test_a_stopped_training_goes_on_to_the_checkpoint_of_one_never_stopped(tmp_p
     assert not (tmp_path / "resumed.state").exists()
 
 
-def stopped_in_its_first_epoch(tmp_path) -> tuple[list, Path]:
-    """A training with the FAST settings stopped after four steps: its images and its saved state."""
+def stopped_in_its_first_epoch(tmp_path, settings: TrainingSettings = FAST) -> tuple[list, Path]:
+    """A training with ``settings`` stopped after four steps: its images and its saved state."""
     items = [scene(tmp_path, "s0", 0)]
     state = tmp_path / "out.state"
     steps = []
-    train(small_model(), items, tmp_path / "out.safetensors", FAST, state_path=state,
+    train(small_model(), items, tmp_path / "out.safetensors", settings, state_path=state,
           progress=lambda fraction, message: steps.append(fraction), should_stop=lambda: len(steps) >= 4)
     assert state.exists()
     return items, state
@@ -439,11 +439,22 @@ def test_the_state_of_another_training_is_refused_with_what_to_do(tmp_path):
 
 
 def test_states_saved_before_the_bfloat16_setting_still_go_on_and_a_bfloat16_run_is_another_training(tmp_path):
-    items, state = stopped_in_its_first_epoch(tmp_path)
+    items, state = stopped_in_its_first_epoch(tmp_path, replace(FAST, bfloat16=False))
     # Off, the setting is not part of what identifies a training: a state saved before it existed matches.
     assert "bfloat16" not in torch.load(state, weights_only=True)["fingerprint"]["settings"]
     with pytest.raises(TreecrownsError, match=r"another training \(it differs in: settings\)"):
         train(small_model(), items, tmp_path / "out.safetensors", replace(FAST, bfloat16=True), state_path=state)
+
+
+@pytest.mark.parametrize("has_units", [True, False])
+def test_by_default_training_runs_in_bfloat16_only_where_the_device_has_bfloat16_units(tmp_path, monkeypatch, has_units):
+    """Twice as fast where the units exist; on a CPU without them a bfloat16 step is several times slower."""
+    import treecrowns.core.training as training
+
+    monkeypatch.setattr(training, "computes_bfloat16", lambda device: has_units)
+    _items, state = stopped_in_its_first_epoch(tmp_path)
+    assert FAST.bfloat16 is None
+    assert torch.load(state, weights_only=True)["fingerprint"]["settings"].get("bfloat16", False) is has_units
 
 
 def test_a_raster_without_georeference_is_read_at_the_pixel_size_its_plot_list_gives(tmp_path):

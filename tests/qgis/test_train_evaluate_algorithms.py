@@ -9,6 +9,7 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback
 from sample_plots import crowns_layer
 from synthetic import write_raster
 from treecrowns.core.checkpoint import load_checkpoint, save_checkpoint
+from treecrowns.core.prediction import computes_bfloat16, resolve_device
 from treecrowns.core.sample_data import georeferenced_copy
 from treecrowns.gis.resources import BUNDLED_MODEL
 
@@ -119,4 +120,6 @@ def test_train_starts_from_the_rate_the_base_model_states_unless_one_is_given(os
         rate = {} if given is None else {"LEARNING_RATE": given}
         processing.run("treecrowns:train", {**parameters, **rate, "OUTPUT_MODEL": str(output)}, feedback=log)
         assert f"Learning rate: {used}" in log.lines
+        precision = "bfloat16" if computes_bfloat16(resolve_device("auto")[0]) else "float32"
+        assert any(line.startswith(f"Precision: {precision}") for line in log.lines), "the log says which precision ran"
         assert load_checkpoint(output).metadata.retraining_learning_rate == 0.004
