@@ -129,7 +129,7 @@ class TrainAlgorithm(TreecrownsAlgorithm):
             model = load_checkpoint(base_path)
             settings = with_learning_rate_for(settings, model.metadata)
             feedback.pushInfo(f"Learning rate: {settings.learning_rate:g}")
-            feedback.pushInfo("Precision: " + ("bfloat16 (this machine has bfloat16 units: about twice as fast)"
+            feedback.pushInfo("Precision: " + ("bfloat16 (this machine has bfloat16 units)"
                                                if uses_bfloat16(settings) else "float32"))
             labels = model.metadata.labels
             items, warnings = annotations_for_rasters(
