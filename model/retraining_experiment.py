@@ -92,8 +92,10 @@ def settings_from(pairs: list[str]) -> TrainingSettings:
             changes[name] = float(value) if isinstance(current, float) or any(c in value for c in ".eE") else int(value)
         elif isinstance(current, str):
             changes[name] = value
+        elif isinstance(current, tuple):
+            changes[name] = tuple(float(v) for v in value.split(","))
         else:
-            raise SystemExit(f"--set {pair}: only number, text and yes/no fields can be changed here")
+            raise SystemExit(f"--set {pair}: only number, text, yes/no and comma-separated number fields can be changed here")
     try:
         return dataclasses.replace(defaults, **changes)
     except TreecrownsError as exc:
