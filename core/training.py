@@ -91,34 +91,43 @@ class TrainingResult:
 
 
 def split_validation(items: Sequence[ImageAnnotations], share: float, seed: int) -> tuple[list, list]:
-    """Hold out whole images; with a single image, hold out a strip of each annotated area.
+    """Hold out ``share`` of the corrections: whole images when there are enough, else a strip of each.
 
-    With two or more images, ``share`` of them (at least one) is held out. A single image
-    (one corrected orthophoto, the usual case in the GUI) keeps the left ``1 - share`` of
-    each annotated area for training and validates on the right-hand strip.
+    With at least ``1 / share`` images (five at a fifth), ``share`` of them is held out whole.
+    Fewer images cannot make that share: two corrected plots would lose one, half the crowns,
+    to validation. Then each image keeps the left ``1 - share`` of each annotated area for
+    training and validates on the right-hand strip, so every image is learnt from.
     """
     items = list(items)
     if share <= 0:
         return items, []
-    if len(items) >= 2:
+    count = int(len(items) * share + 1e-9)  # whole images only, never more than the share
+    if count >= 1:
         order = list(range(len(items)))
         random.Random(seed).shuffle(order)
-        count = min(len(items) - 1, max(1, round(len(items) * share)))
-        held = set(order[:count])
+        held = set(order[:min(count, len(items) - 1)])
         return [it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held]
-    item = items[0]
+    kept, validated = [], []
+    for item in items:
+        left, right = _strips(item, share)
+        if left:
+            kept.append(replace(item, regions=left))
+        if right:
+            validated.append(replace(item, regions=right))
+    return kept, validated
+
+
+def _strips(item: ImageAnnotations, share: float) -> tuple[tuple, tuple]:
+    """The left ``1 - share`` and the right-hand ``share`` of each of the item's annotated areas."""
     with RasterReader(item.image_path) as reader:
         width, height = reader.info.width, reader.info.height
-    train_regions, val_regions = [], []
+    left_parts, right_parts = [], []
     for w, area in annotated_areas(item, width, height):
         cut = w.col_off + round(w.width * (1.0 - share))
         left, right = rectangle(w.col_off, w.row_off, cut, w.row_end), rectangle(cut, w.row_off, w.col_end, w.row_end)
-        train_regions.append(left if area is None else area.intersection(left))
-        val_regions.append(right if area is None else area.intersection(right))
-    return (
-        [replace(item, regions=tuple(a for a in train_regions if a.area > 0))],
-        [replace(item, regions=tuple(a for a in val_regions if a.area > 0))],
-    )
+        left_parts.append(left if area is None else area.intersection(left))
+        right_parts.append(right if area is None else area.intersection(right))
+    return tuple(a for a in left_parts if a.area > 0), tuple(a for a in right_parts if a.area > 0)
 
 
 def _parameter_groups(network: torch.nn.Module, settings: TrainingSettings) -> list[dict]:
@@ -209,8 +218,8 @@ def _training_and_validation_samples(
 ) -> tuple[list[Sample], list[Sample], list[str]]:
     """The samples to train and to validate on, and a note when the held-out share was too small to keep.
 
-    Without ``validation_items``, ``settings.validation_share`` of the rasters is held out;
-    a handful of held-out crowns measure nothing, so then they are trained on instead.
+    Without ``validation_items``, ``settings.validation_share`` of the corrections is held out
+    (``split_validation``); a handful of held-out crowns measure nothing, so then they are trained on instead.
     """
     def samples(items: Sequence[ImageAnnotations]) -> list[Sample]:
         return load_samples(items, meta.labels, meta.ground_resolution_m) if items else []
@@ -269,7 +278,9 @@ def train(
         output_path: Where the checkpoint goes; written only when an epoch improves.
         settings: Schedule, augmentation and device. Without a learning rate, the one the
             model's checkpoint states for retraining (``with_learning_rate_for``).
-        validation_items: Explicit held-out rasters.
+        validation_items: Explicit held-out rasters. With them (and at least 30 crowns) the
+            best epoch and its score threshold are kept; without them, the last epoch and the
+            base model's threshold.
         progress: Called with (fraction, message) after every step.
         should_stop: Polled every step; on True training stops and the best checkpoint so far stays.
         on_epoch: Called after every epoch with its report.
@@ -327,15 +338,22 @@ def train(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _warmup_then_cosine(settings.warmup_steps, total_steps))
     history: list[EpochReport] = []
-    calibrate = sum(len(sample.boxes) for sample in val_samples) >= _MIN_VALIDATION_CROWNS
-    fixed = None if calibrate else meta.score_threshold
+    measured = sum(len(sample.boxes) for sample in val_samples) >= _MIN_VALIDATION_CROWNS
+    # The epoch and the score threshold are chosen only on held-out rasters given apart (a model
+    # builder's plots from many sites). Crowns split off the corrections come from the very plots
+    # being learnt: the model is surer there than on the rest of the site, and the epochs and
+    # thresholds chosen there lost crowns elsewhere (model/DIARY.md, "Choosing on the corrections").
+    # There they only measure the new model against its base, at the base model's threshold, and
+    # the last epoch is kept, as with too few crowns to measure anything.
+    choose = measured and validation_items is not None
+    fixed = None if choose else meta.score_threshold
     # Without calibration the base model's threshold for each way of detecting (one view, views)
     # is kept, not its figures: they describe the base model.
-    inherited = {} if calibrate else thresholds_only(meta.metrics.get("calibration", {}))
+    inherited = {} if choose else thresholds_only(meta.metrics.get("calibration", {}))
     # The yardstick for "never worse": the starting model on the same crowns, scored the same way;
     # in a forked random state, so that the training draws exactly what it drew without it.
     with torch.random.fork_rng(devices=[]):
-        base_metrics = validate(model, val_samples, device)[0] if calibrate else {}
+        base_metrics = validate(model, val_samples, device, fixed)[0] if measured else {}
     best_f1, best_epoch, saved_any = -1.0, 0, False
     best_metrics: dict = {}
     step = 0
@@ -406,8 +424,7 @@ def train(
             kept_model = LoadedModel(kept_network, model.metadata)
             metrics, threshold = validate(kept_model, val_samples, device, fixed) if val_samples else ({}, None)
             f1 = metrics.get("f1")
-            # Too few validation crowns make F1 noise: then keep the latest epoch and the base threshold.
-            improved = f1 is None or not calibrate or f1 > best_f1
+            improved = not choose or f1 > best_f1
             if improved:
                 best_f1, best_epoch = (f1 if f1 is not None else best_f1), epoch
                 best_metrics = {**metrics, "epoch": epoch} if metrics else {}

@@ -25,7 +25,7 @@ class TrainingOutcome:
 
 
 class TrainingTask(QgsTask):
-    """Train from a base checkpoint on annotated rasters; the best epoch is kept on disk."""
+    """Train from a base checkpoint on annotated rasters; the last finished epoch is kept on disk."""
 
     epochFinished = pyqtSignal(object)  # noqa: N815 - Qt signal naming
 

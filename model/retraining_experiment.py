@@ -29,6 +29,12 @@ the closest stand-in for a user's new site, measured over several sites at once:
 
     .venv/bin/python model/retraining_experiment.py --new-sites --model FOUR_SITE_CHECKPOINT --sites ABBY,BART
 
+``--sample-plots`` needs no training data: the two Yellowstone plots the deepforest wheel ships
+(raw NEON colours, a site none of the training data holds; ``scripts/setup.sh`` unpacks them) are
+each corrected in turn and the other scored. They measure the loop, never choose its defaults:
+
+    .venv/bin/python model/retraining_experiment.py --sample-plots [--model CHECKPOINT]
+
 With ``--corrected-plots N`` those modes correct each site's first N plots (one per place) and
 retrain on them together, as a user who reviewed several plots before retraining would.
 
@@ -265,6 +271,26 @@ def corrected_plots_per_site(
     return changes
 
 
+def yellowstone_sample_plots(
+    args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, scratch: Path
+) -> list[float]:
+    """Each Yellowstone sample plot corrected in turn, the other scored: a site no checkpoint trains on, in raw colours.
+
+    The plots are PNGs without georeference; their 10 cm copies are what a user who georeferenced
+    them would detect on and correct.
+    """
+    from treecrowns.core.sample_data import SAMPLE_PLOTS, georeferenced_copy, sample_plot
+
+    names = [name for name in SAMPLE_PLOTS if "_YELL_" in name]
+    items = {name: georeferenced_copy(sample_plot(name), scratch / f"{name}.tif").crowns for name in names}
+    base_found = detections(base, items, args.one_view)
+    changes = []
+    for corrected in names:
+        scored = {name: item for name, item in items.items() if name != corrected}
+        changes.append(correct_and_score(args, settings, base, [items[corrected]], scored, base_found, scratch))
+    return changes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "neon")
@@ -280,6 +306,11 @@ def main() -> None:
         "--new-sites",
         action="store_true",
         help="every site the checkpoint never trained on that has two or more places (both data folders)",
+    )
+    where.add_argument(
+        "--sample-plots",
+        action="store_true",
+        help="the two Yellowstone sample plots of the deepforest wheel, each corrected in turn and the other scored",
     )
     parser.add_argument("--sites", help="--new-sites: only these sites, comma-separated")
     parser.add_argument("--train-plots", help="comma-separated plots to correct, one at a time (default: the first three)")
@@ -311,7 +342,14 @@ def main() -> None:
         "corrected plot itself  sweep"
     )
     with tempfile.TemporaryDirectory() as scratch:
-        measure = known_sites if args.known_sites else new_sites if args.new_sites else one_site
+        if args.known_sites:
+            measure = known_sites
+        elif args.new_sites:
+            measure = new_sites
+        elif args.sample_plots:
+            measure = yellowstone_sample_plots
+        else:
+            measure = one_site
         changes = measure(args, settings, base, Path(scratch))
     print(f"mean change {np.mean(changes):+.3f} over {len(changes)} training plots")
 

@@ -51,8 +51,10 @@ class TrainAlgorithm(TreecrownsAlgorithm):
         "Retrains a detector on crown boxes drawn or corrected in QGIS. ANNOTATIONS is a layer of crown "
         "boxes (its 'label' field gives the class; without one, the base model's only class is used). "
         "REGIONS, if given, are polygons of fully annotated areas: only crowns inside them are used and "
-        "everything else inside them counts as background. Whole rasters are held out for validation when "
-        "there are several. The best epoch is written to OUTPUT_MODEL."
+        "everything else inside them counts as background. VALIDATION_SHARE of the crowns is held out for "
+        "validation: whole rasters when there are enough to make that share (five at 0.2), else the right-hand "
+        "strip of each annotated area; the held-out crowns measure the new model against the base model at the base "
+        "model's score threshold, which the new model keeps. The last epoch is written to OUTPUT_MODEL."
     )
 
     def initAlgorithm(self, config=None) -> None:
@@ -74,7 +76,7 @@ class TrainAlgorithm(TreecrownsAlgorithm):
         )
         self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer, TrainingSettings.batch_size, False, 1, 256))
         self.addParameter(
-            QgsProcessingParameterNumber(self.VALIDATION_SHARE, "Share of rasters held out for validation", QgsProcessingParameterNumber.Double, TrainingSettings.validation_share, False, 0.0, 0.9)
+            QgsProcessingParameterNumber(self.VALIDATION_SHARE, "Share held out for validation (whole rasters when there are enough, else a strip of each)", QgsProcessingParameterNumber.Double, TrainingSettings.validation_share, False, 0.0, 0.9)
         )
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", [d.value for d in DEVICES], defaultValue=0))
         self.addParameter(
@@ -164,7 +166,7 @@ class TrainAlgorithm(TreecrownsAlgorithm):
         for note in result.notes:
             feedback.pushInfo(f"Note: {note}")
         if result.cancelled:
-            feedback.reportError(f"Training was cancelled; the best checkpoint so far (epoch {result.best_epoch}) was kept", fatalError=False)
+            feedback.reportError(f"Training was cancelled; the checkpoint of epoch {result.best_epoch} was kept", fatalError=False)
         comparison = result.comparison_with_base()
         if result.worse_than_base:
             feedback.reportError(f"Worse than the base model. {comparison}", fatalError=False)

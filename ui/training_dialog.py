@@ -239,12 +239,12 @@ class TrainingDialog(QDialog):
         figures = f"loss {report.train_loss:.3f}"
         if report.f1 is not None:
             figures += f", validation P {report.precision:.2f} R {report.recall:.2f} F1 {report.f1:.2f}"
-        self.status.setText(f"Epoch {report.epoch}: {figures}{' (best so far, saved)' if report.saved else ''}")
+        self.status.setText(f"Epoch {report.epoch}: {figures}{' (saved)' if report.saved else ''}")
 
     def cancel_training(self) -> None:
         if self.task is not None:
             self.task.cancel()
-            self.status.setText("Cancelling; the best epoch so far is kept…")
+            self.status.setText("Cancelling; the last finished epoch is kept…")
 
     def _finished(self, outcome: TrainingOutcome) -> None:
         self.task = None
@@ -264,7 +264,7 @@ class TrainingDialog(QDialog):
         if metrics:
             summary += f": validation P {metrics['precision']:.2f}, R {metrics['recall']:.2f}, F1 {metrics['f1']:.2f} (epoch {metrics['epoch']})"
         if outcome.cancelled:
-            summary += " — cancelled, best epoch kept"
+            summary += " — cancelled, the last finished epoch kept"
         comparison = result.comparison_with_base()
         if result.worse_than_base:
             # Listed for a later choice, but the dock keeps the model it started from selected.

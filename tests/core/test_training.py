@@ -44,11 +44,11 @@ FAST = TrainingSettings(epochs=2, steps_per_epoch=3, batch_size=2, warmup_steps=
 
 
 def test_training_writes_a_checkpoint_with_history_and_validation_metrics(tmp_path):
-    items = [scene(tmp_path, f"s{i}", i, count=35, size=256) for i in range(3)]
+    items = [scene(tmp_path, f"s{i}", i, count=35, size=256) for i in range(5)]
     epochs = []
     result = train(small_model(), items, tmp_path / "out.safetensors", FAST, on_epoch=epochs.append)
     assert [e.epoch for e in epochs] == [1, 2] and all(np.isfinite(e.train_loss) for e in epochs)
-    assert all(e.f1 is not None for e in epochs), "one of three rasters is held out for validation"
+    assert all(e.f1 is not None for e in epochs), "one of five rasters is held out for validation"
     loaded = load_checkpoint(result.checkpoint_path)
     assert loaded.metadata.metrics["validation"]["epoch"] == result.best_epoch
     assert loaded.metadata.provenance == {"parent": None}
@@ -152,6 +152,37 @@ def test_a_single_raster_is_split_into_training_and_validation_strips(tmp_path):
     result = train(small_model(), [big], tmp_path / "out.safetensors", FAST, on_epoch=epochs.append)
     assert all(e.f1 is not None for e in epochs), "one large corrected raster still gets validation figures"
     assert result.notes == ()
+
+
+def test_two_corrected_rasters_are_both_learnt_from_and_five_give_one_whole_to_validation(tmp_path):
+    from treecrowns.core.training import split_validation
+
+    two = [scene(tmp_path, f"two{i}", i) for i in range(2)]
+    train_part, val_part = split_validation(two, 0.2, seed=0)
+    # Holding one of two rasters out would validate on half the crowns, not a fifth.
+    assert [Path(i.image_path).name for i in train_part] == ["two0.tif", "two1.tif"]
+    assert [Path(i.image_path).name for i in val_part] == ["two0.tif", "two1.tif"]
+    assert all([a.bounds for a in item.regions] == [(102, 0, 128, 128)] for item in val_part)
+    five = [scene(tmp_path, f"five{i}", i) for i in range(5)]
+    train_part, val_part = split_validation(five, 0.2, seed=0)
+    assert len(train_part) == 4 and len(val_part) == 1
+    assert train_part[0].regions is None and val_part[0].regions is None, "whole rasters, not strips"
+
+
+def test_only_plots_held_out_apart_choose_a_new_threshold_corrections_keep_the_base_one(tmp_path):
+    """Crowns split off the corrections come from the plots being learnt: a threshold chosen there is too high elsewhere."""
+    from treecrowns.core.validation import CALIBRATION_THRESHOLDS
+
+    base = small_model()
+    base.metadata = replace(base.metadata, score_threshold=0.77)  # not one calibration would choose
+    big = scene(tmp_path, "big", 1, count=150, size=480)
+    result = train(base, [big], tmp_path / "corrections.safetensors", FAST)
+    assert load_checkpoint(result.checkpoint_path).metadata.score_threshold == 0.77
+    assert result.metrics["f1"] is not None and result.base_metrics["f1"] is not None, "still measured against the base"
+    base = small_model()
+    base.metadata = replace(base.metadata, score_threshold=0.77)
+    result = train(base, [scene(tmp_path, "s0", 0)], tmp_path / "builder.safetensors", FAST, validation_items=[big])
+    assert load_checkpoint(result.checkpoint_path).metadata.score_threshold in CALIBRATION_THRESHOLDS
 
 
 def test_too_few_held_out_crowns_are_trained_on_instead(tmp_path):
@@ -509,7 +540,7 @@ def test_a_retrained_model_that_scores_below_its_base_on_the_held_out_crowns_say
 
 
 def test_a_retrained_model_is_compared_with_its_base_only_when_enough_crowns_are_held_out(tmp_path):
-    items = [scene(tmp_path, f"s{i}", i, count=35, size=256) for i in range(3)]
+    items = [scene(tmp_path, f"s{i}", i, count=35, size=256) for i in range(5)]
     measured = train(small_model(), items, tmp_path / "a.safetensors", FAST)
     assert set(measured.base_metrics) >= {"f1", "precision", "recall"}
     assert "for the model it started from" in measured.comparison_with_base()
