@@ -1,9 +1,11 @@
 """Training a detector on annotated rasters, with per-epoch validation and safe checkpoints.
 
 The training loop: patches come from core.patches, scoring from core.validation, settings from
-core.training_settings. After every epoch the model is scored on the held-out images; the best
-epoch is written to the output checkpoint atomically, together with the score threshold that
-gave its best F1, and the whole training state is saved so that a stopped run goes on.
+core.training_settings. After every epoch the model is scored on the held-out crowns. With plots
+held out apart (a model build), the best epoch is written to the output checkpoint atomically,
+together with the score threshold that gave its best F1; crowns held out of a user's corrections
+only measure each epoch, and the last one is written with the base model's threshold. The whole
+training state is saved after every epoch so that a stopped run goes on.
 """
 
 import hashlib
@@ -65,6 +67,7 @@ class EpochReport:
 class TrainingResult:
     checkpoint_path: str
     history: tuple[EpochReport, ...]
+    # The epoch written: the best on plots held out apart, else the last one finished.
     best_epoch: int
     cancelled: bool = False
     metrics: dict = field(default_factory=dict)
@@ -267,7 +270,7 @@ def train(
     on_epoch: Callable[[EpochReport], None] | None = None,
     state_path: str | Path | None = None,
 ) -> TrainingResult:
-    """Train ``model`` in place and write its best state to ``output_path``.
+    """Train ``model`` in place and write its chosen (or last) epoch to ``output_path``.
 
     Args:
         model: The starting point (a loaded checkpoint or a new random model).
@@ -282,7 +285,7 @@ def train(
             best epoch and its score threshold are kept; without them, the last epoch and the
             base model's threshold.
         progress: Called with (fraction, message) after every step.
-        should_stop: Polled every step; on True training stops and the best checkpoint so far stays.
+        should_stop: Polled every step; on True training stops and the last saved checkpoint stays.
         on_epoch: Called after every epoch with its report.
         state_path: Where to keep the training's full state after every epoch
             (``core.training_state``). If the file already holds the state of this same
