@@ -278,7 +278,8 @@ def train(
             them (``settings.validation_share``) is held out for validation, unless that
             share holds too few crowns to measure anything (then all are trained on and
             ``TrainingResult.notes`` says so).
-        output_path: Where the checkpoint goes; written only when an epoch improves.
+        output_path: Where the checkpoint goes; written after every epoch, or with plots held out
+            apart only when an epoch improves on the best so far.
         settings: Schedule, augmentation and device. Without a learning rate, the one the
             model's checkpoint states for retraining (``with_learning_rate_for``).
         validation_items: Explicit held-out rasters. With them (and at least 30 crowns) the
