@@ -40,7 +40,7 @@ from .validation import thresholds_only, validate
 # An epoch is at least this many steps, so that a few corrected plots still train the model.
 _MIN_STEPS_PER_EPOCH = 20
 # Below this many validation crowns, epochs are not chosen and thresholds not tuned on them.
-_MIN_VALIDATION_CROWNS = 30
+MIN_VALIDATION_CROWNS = 30
 # Below this many crowns, fine-tuning often made the model worse on the site's other plots.
 _FEW_CROWNS = 15
 # Settings added after training states were first saved, with the value that trains as before.
@@ -75,6 +75,9 @@ class TrainingResult:
     # The starting model's figures on the same held-out crowns, scored the same way before the
     # first step; {} when too few crowns were held out to measure either.
     base_metrics: dict = field(default_factory=dict)
+    # True when the figures come from models retrained on half of the corrected places and scored
+    # on the other half (core.retraining), not from crowns held out of the kept model's training.
+    cross_checked: bool = False
 
     @property
     def worse_than_base(self) -> bool:
@@ -87,6 +90,12 @@ class TrainingResult:
         if not self.metrics or not self.base_metrics:
             return None
         f1, base_f1 = self.metrics["f1"], self.base_metrics["f1"]
+        if self.cross_checked:
+            figures = f"Retrained on half of the corrected places, the model scores F1 {f1:.3f} on the other half"
+            if self.worse_than_base:
+                return (f"{figures}, below the {base_f1:.3f} of the model it started from: keep detecting with that "
+                        "model, or correct more places and train again")
+            return f"{figures}, against {base_f1:.3f} for the model it started from"
         if self.worse_than_base:
             return (f"The retrained model scores F1 {f1:.3f} on the crowns held out of training, below the {base_f1:.3f} "
                     "of the model it started from: keep detecting with that model, or correct more crowns and train again")
@@ -232,9 +241,9 @@ def _training_and_validation_samples(
     kept, held = split_validation(train_items, settings.validation_share, settings.seed)
     val_samples = samples(held)
     held_crowns = sum(len(sample.boxes) for sample in val_samples)
-    if held and held_crowns < _MIN_VALIDATION_CROWNS:
+    if held and held_crowns < MIN_VALIDATION_CROWNS:
         note = (
-            f"only {held_crowns} crowns would have been held out for validation (at least {_MIN_VALIDATION_CROWNS} "
+            f"only {held_crowns} crowns would have been held out for validation (at least {MIN_VALIDATION_CROWNS} "
             "are needed for a meaningful figure), so all crowns were used for training and the base "
             "model's score threshold was kept; review more area to get validation figures"
         )
@@ -342,7 +351,7 @@ def train(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _warmup_then_cosine(settings.warmup_steps, total_steps))
     history: list[EpochReport] = []
-    measured = sum(len(sample.boxes) for sample in val_samples) >= _MIN_VALIDATION_CROWNS
+    measured = sum(len(sample.boxes) for sample in val_samples) >= MIN_VALIDATION_CROWNS
     # The epoch and the score threshold are chosen only on held-out rasters given apart (a model
     # builder's plots from many sites). Crowns split off the corrections come from the very plots
     # being learnt: the model is surer there than on the rest of the site, and the epochs and

@@ -81,10 +81,7 @@ def validate(
     model: LoadedModel, samples: Sequence[Sample], device: torch.device, fixed_threshold: float | None = None
 ) -> tuple[dict, float]:
     """Best F1 over a range of score thresholds and that threshold, or F1 at ``fixed_threshold``."""
-    model.network.eval()
-    model.network.score_thresh = min(CALIBRATION_THRESHOLDS)
-    model.network.nms_thresh = _VALIDATION_NMS
-    predictions = [predict_sample(model, s.image.numpy(), device) for s in samples]
+    predictions = _predictions(model, samples, device)
     references = {s.name: s.boxes.numpy() for s in samples}
     best, best_threshold = None, CALIBRATION_THRESHOLDS[0]
     for threshold in (CALIBRATION_THRESHOLDS if fixed_threshold is None else (fixed_threshold,)):
@@ -93,6 +90,20 @@ def validate(
         if best is None or result["f1"] > best["f1"]:
             best, best_threshold = result, threshold
     return best, best_threshold
+
+
+def boxes_found(model: LoadedModel, samples: Sequence[Sample], device: torch.device, threshold: float) -> dict[str, np.ndarray]:
+    """The boxes ``model`` finds on each sample at ``threshold``, by sample name, detected as ``validate`` detects."""
+    predictions = _predictions(model, samples, device)
+    return {s.name: p["boxes"][p["scores"] >= threshold] for s, p in zip(samples, predictions)}
+
+
+def _predictions(model: LoadedModel, samples: Sequence[Sample], device: torch.device) -> list[dict]:
+    """Detections on each sample down to the lowest threshold validation sweeps; kept or dropped by score afterwards."""
+    model.network.eval()
+    model.network.score_thresh = min(CALIBRATION_THRESHOLDS)
+    model.network.nms_thresh = _VALIDATION_NMS
+    return [predict_sample(model, s.image.numpy(), device) for s in samples]
 
 
 def calibrate_inference(

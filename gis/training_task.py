@@ -12,7 +12,8 @@ from qgis.PyQt.QtCore import pyqtSignal
 from ..core.annotations import ImageAnnotations
 from ..core.checkpoint import extend_labels, load_checkpoint, with_provenance
 from ..core.errors import Cancelled, TreecrownsError
-from ..core.training import EpochReport, TrainingResult, train
+from ..core.retraining import retrain
+from ..core.training import EpochReport, TrainingResult
 from ..core.training_settings import TrainingSettings
 from .feedback import from_task
 
@@ -25,7 +26,7 @@ class TrainingOutcome:
 
 
 class TrainingTask(QgsTask):
-    """Train from a base checkpoint on annotated rasters; the last finished epoch is kept on disk."""
+    """Retrain a base checkpoint on a user's corrections (``core.retraining``); the last finished epoch is kept on disk."""
 
     epochFinished = pyqtSignal(object)  # noqa: N815 - Qt signal naming
 
@@ -56,7 +57,7 @@ class TrainingTask(QgsTask):
             if self.add_new_labels:
                 extend_labels(model, tuple(label for item in self.items for label in item.labels))
             model.metadata = with_provenance(model.metadata, parent=self.base_model, training_data=self.training_data)
-            result = train(
+            result = retrain(
                 model, self.items, self.output_path, self.settings,
                 progress=progress, should_stop=should_stop, on_epoch=self._report,
             )

@@ -7,7 +7,7 @@ Usage (from the repository root, after scripts/setup.sh):
 
 For each training plot, its reference crowns stand in for the user's corrections (a fully
 reviewed plot); the model is retrained from them with the Train dialog's default settings
-(``TrainingSettings()``, the same code path as the dialog's background task, changed only by
+(``TrainingSettings()``, the same code path, ``core.retraining.retrain``, as the dialog's background task, changed only by
 ``--set``), and every other plot of the site is scored before and after (pooled, DeepForest's
 protocol). With the bundled model, plots it was trained on are left out of the scoring.
 
@@ -51,7 +51,10 @@ what the network itself learnt, scored as the slow retraining test scores it
 Prints F1 on the scored plots before and after at each checkpoint's score threshold, F1 on the
 corrected plot itself before and after (did the model learn the corrections?), the F1 the new
 model would reach on the scored plots at other thresholds (to tell calibration from learning), and
-the minutes training took.
+the minutes training took. With two or more corrected plots the Train dialog's check also runs
+(``core.retraining``: a model retrained on each half of the plots, scored on the other half): its
+figures, and the change "as offered", where the dock keeps the base model when the check judges the
+new one worse.
 """
 
 from __future__ import annotations
@@ -76,7 +79,8 @@ from treecrowns.core.errors import TreecrownsError  # noqa: E402
 from treecrowns.core.evaluation import evaluate  # noqa: E402
 from treecrowns.core.prediction import DetectionSettings, detect  # noqa: E402
 from treecrowns.core.raster import RasterReader  # noqa: E402
-from treecrowns.core.training import train  # noqa: E402
+from treecrowns.core.retraining import retrain  # noqa: E402
+from treecrowns.core.training import TrainingResult  # noqa: E402
 from treecrowns.core.training_settings import TrainingSettings, with_learning_rate_for  # noqa: E402
 
 DEFAULT_MODEL = REPO / "resources" / "models" / "treecrowns-neon-lite.safetensors"
@@ -148,13 +152,13 @@ def f1_at(found, items, threshold: float) -> float:
 
 def retrained(
     model_path: Path, corrections: list[ImageAnnotations], settings: TrainingSettings, scratch: Path
-) -> LoadedModel:
-    """The checkpoint at ``model_path`` retrained on the corrected plots, as the Train dialog would."""
+) -> tuple[LoadedModel, TrainingResult]:
+    """The checkpoint at ``model_path`` retrained on the corrected plots, as the Train dialog would, and its verdict."""
     model = load_checkpoint(model_path)
     model.metadata = with_provenance(model.metadata, parent=str(model_path))
     output = scratch / f"{Path(corrections[0].image_path).stem}.safetensors"
-    train(model, corrections, output, settings)
-    return load_checkpoint(output)
+    result = retrain(model, corrections, output, settings)
+    return load_checkpoint(output), result
 
 
 def correct_and_score(
@@ -165,17 +169,18 @@ def correct_and_score(
     scored: dict,
     base_found: dict,
     scratch: Path,
-) -> float:
+) -> tuple[float, float]:
     """Retrain on the corrected plots, score the new model on ``scored`` and the corrected plots, print a row.
 
     ``base_found`` holds the base model's detections on the scored plots. Returns the change in F1
-    on ``scored``.
+    on ``scored`` of the retrained model, and of the model the dock offers next (the base model
+    when the retraining's check judged the new one worse).
     """
     before = f1_at({n: base_found[n] for n in scored}, scored, threshold_of(base, args.one_view))
     if args.reviewed_margin is not None:
         corrections = [reviewed_around_crowns(item, args.reviewed_margin) for item in corrections]
     started = time.time()
-    tuned = retrained(args.model, corrections, settings, scratch)
+    tuned, result = retrained(args.model, corrections, settings, scratch)
     minutes = (time.time() - started) / 60
     after_found = detections(tuned, scored, args.one_view)
     after = f1_at(after_found, scored, threshold_of(tuned, args.one_view))
@@ -184,16 +189,20 @@ def correct_and_score(
     name = next(iter(itself)) + (f" +{len(itself) - 1}" if len(itself) > 1 else "")
     itself_before = f1_at(detections(base, itself, args.one_view), itself, threshold_of(base, args.one_view))
     itself_after = f1_at(detections(tuned, itself, args.one_view), itself, threshold_of(tuned, args.one_view))
+    # What the user detects with next: the dock keeps the base model when the new one is judged worse.
+    offered = before if result.worse_than_base else after
+    verdict = (f"{result.metrics['f1']:.3f}/{result.base_metrics['f1']:.3f}{' worse' if result.worse_than_base else ''}"
+               if result.base_metrics else "not judged")
     print(
         f"{name:15} {sum(len(item.labels) for item in corrections):6d} {len(scored):6d} {before:9.3f} {after:9.3f} "
-        f"{after - before:+7.3f} {minutes:5.1f}  {itself_before:.3f} -> {itself_after:.3f}  "
+        f"{after - before:+7.3f} {offered - before:+8.3f} {minutes:5.1f}  {verdict:18} {itself_before:.3f} -> {itself_after:.3f}  "
         f"{sweep} (thr {threshold_of(tuned, args.one_view)})",
         flush=True,
     )
-    return after - before
+    return after - before, offered - before
 
 
-def one_site(args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, scratch: Path) -> list[float]:
+def one_site(args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, scratch: Path) -> list[tuple[float, float]]:
     """Each training plot of ``args.site`` corrected in turn; the site's other plots the base did not train on scored."""
     seen = set(base.metadata.provenance.get("training_data", {}).get("train_plots", []))
     items = {Path(i.image_path).stem: i for i in read_deepforest_csv(args.data / "annotations.csv")}
@@ -208,7 +217,7 @@ def one_site(args: argparse.Namespace, settings: TrainingSettings, base: LoadedM
     return changes
 
 
-def known_sites(args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, scratch: Path) -> list[float]:
+def known_sites(args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, scratch: Path) -> list[tuple[float, float]]:
     """On every site with two or more held-out places, one held-out plot corrected, the other places scored.
 
     The held-out plots are those the checkpoint records as its validation plots (both labelled
@@ -226,7 +235,7 @@ def known_sites(args: argparse.Namespace, settings: TrainingSettings, base: Load
     return corrected_plots_per_site(args, settings, base, by_site, scratch)
 
 
-def new_sites(args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, scratch: Path) -> list[float]:
+def new_sites(args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, scratch: Path) -> list[tuple[float, float]]:
     """On every site the checkpoint never trained on (or those of ``args.sites``), one plot corrected, the rest scored."""
     from plots import read_all_plots  # the model folder's own module
 
@@ -245,7 +254,7 @@ def new_sites(args: argparse.Namespace, settings: TrainingSettings, base: Loaded
 
 def corrected_plots_per_site(
     args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, by_site: dict[str, list], scratch: Path
-) -> list[float]:
+) -> list[tuple[float, float]]:
     """For each site, its first ``args.corrected_plots`` plots with ``args.min_crowns`` crowns corrected, its other places scored.
 
     Plots are taken in the order the data folders list them, one per place; the other flight year
@@ -273,7 +282,7 @@ def corrected_plots_per_site(
 
 def yellowstone_sample_plots(
     args: argparse.Namespace, settings: TrainingSettings, base: LoadedModel, scratch: Path
-) -> list[float]:
+) -> list[tuple[float, float]]:
     """Each Yellowstone sample plot corrected in turn, the other scored: a site no checkpoint trains on, in raw colours.
 
     The plots are PNGs without georeference; their 10 cm copies are what a user who georeferenced
@@ -338,8 +347,8 @@ def main() -> None:
         print(f"reviewed areas: each training plot's crowns grown by {args.reviewed_margin} m")
     print(f"base threshold {threshold_of(base, args.one_view)}; F1 after at thresholds {SWEEP}")
     print(
-        f"{'train on':15} {'crowns':>6} {'scored':>6} {'F1 before':>9} {'F1 after':>9} {'change':>7} {'min':>5}  "
-        "corrected plot itself  sweep"
+        f"{'train on':15} {'crowns':>6} {'scored':>6} {'F1 before':>9} {'F1 after':>9} {'change':>7} {'offered':>8} {'min':>5}  "
+        f"{'check: new/base':18} corrected plot itself  sweep"
     )
     with tempfile.TemporaryDirectory() as scratch:
         if args.known_sites:
@@ -351,7 +360,9 @@ def main() -> None:
         else:
             measure = one_site
         changes = measure(args, settings, base, Path(scratch))
-    print(f"mean change {np.mean(changes):+.3f} over {len(changes)} training plots")
+    retrained_changes, offered_changes = zip(*changes)
+    print(f"mean change {np.mean(retrained_changes):+.3f} retrained, {np.mean(offered_changes):+.3f} as offered "
+          f"(the base model kept where the check judged the new one worse), over {len(changes)} retrainings")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from qgis.core import (
 
 from ..core.checkpoint import extend_labels, load_checkpoint, with_provenance
 from ..core.errors import Cancelled, TreecrownsError
-from ..core.training import train, trainable_crowns, uses_bfloat16
+from ..core.retraining import retrain
+from ..core.training import trainable_crowns, uses_bfloat16
 from ..core.training_settings import TrainingSettings, whole_network, with_learning_rate_for
 from ..gis.feedback import from_processing
 from ..gis.resources import model_path_or_bundled
@@ -51,10 +52,13 @@ class TrainAlgorithm(TreecrownsAlgorithm):
         "Retrains a detector on crown boxes drawn or corrected in QGIS. ANNOTATIONS is a layer of crown "
         "boxes (its 'label' field gives the class; without one, the base model's only class is used). "
         "REGIONS, if given, are polygons of fully annotated areas: only crowns inside them are used and "
-        "everything else inside them counts as background. VALIDATION_SHARE of the crowns is held out for "
-        "validation: whole rasters when there are enough to make that share (five at 0.2), else the right-hand "
-        "strip of each annotated area; the held-out crowns measure the new model against the base model at the base "
-        "model's score threshold, which the new model keeps. The last epoch is written to OUTPUT_MODEL."
+        "everything else inside them counts as background. The new model learns from every corrected crown and "
+        "keeps the base model's score threshold; it is compared with the base model at that threshold on crowns it "
+        "did not learn from. With corrections in two or more places (rasters, or separate REGIONS polygons), a model "
+        "retrained on half of the places (the first rasters against the last; west against east within a raster) is "
+        "scored on the other half, beside the base model: about one more training. With one place, the right-hand "
+        "VALIDATION_SHARE strip of it is held out instead. VALIDATION_SHARE 0 skips the comparison. WORSE_THAN_BASE "
+        "is 1 when the comparison finds the new model worse. The last epoch is written to OUTPUT_MODEL."
     )
 
     def initAlgorithm(self, config=None) -> None:
@@ -76,7 +80,7 @@ class TrainAlgorithm(TreecrownsAlgorithm):
         )
         self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer, TrainingSettings.batch_size, False, 1, 256))
         self.addParameter(
-            QgsProcessingParameterNumber(self.VALIDATION_SHARE, "Share held out for validation (whole rasters when there are enough, else a strip of each)", QgsProcessingParameterNumber.Double, TrainingSettings.validation_share, False, 0.0, 0.9)
+            QgsProcessingParameterNumber(self.VALIDATION_SHARE, "Share held out for validation when the corrections are in one place (0: no comparison with the base model)", QgsProcessingParameterNumber.Double, TrainingSettings.validation_share, False, 0.0, 0.9)
         )
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", [d.value for d in DEVICES], defaultValue=0))
         self.addParameter(
@@ -90,8 +94,9 @@ class TrainAlgorithm(TreecrownsAlgorithm):
             )
         )
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, "Trained model", "Checkpoints (*.safetensors)"))
-        for key, title in (("PRECISION", "Validation precision"), ("RECALL", "Validation recall"), ("F1", "Validation F1"),
-                           ("BASE_F1", "Validation F1 of the base model, on the same held-out crowns")):
+        for key, title in (("PRECISION", "Validation precision"), ("RECALL", "Validation recall"),
+                           ("F1", "Validation F1, on crowns not learnt from"),
+                           ("BASE_F1", "Validation F1 of the base model, on the same crowns")):
             self.addOutput(QgsProcessingOutputNumber(key, title))
         self.addOutput(QgsProcessingOutputNumber("WORSE_THAN_BASE", "1 if the trained model scores below its base, else 0"))
 
@@ -153,7 +158,7 @@ class TrainAlgorithm(TreecrownsAlgorithm):
                     "crowns": trainable_crowns(items),
                 },
             )
-            result = train(
+            result = retrain(
                 model, items, output, settings, progress=progress, should_stop=should_stop,
                 on_epoch=lambda r: feedback.pushInfo(
                     f"epoch {r.epoch}: loss {r.train_loss:.3f}, validation F1 {r.f1}, precision {r.precision}, recall {r.recall}"

@@ -125,6 +125,33 @@ def oracle_model(ground_resolution_m: float = 0.1, patch_size: int = 100):
     return LoadedModel(BrightSquareDetector(), metadata)  # type: ignore[arg-type]
 
 
+def scene(tmp_path: Path, name: str, seed: int, count: int = 8, size: int = 128):
+    """A 10 cm raster ``name``.tif with ``count`` bright square crowns placed at random, as ImageAnnotations in pixels."""
+    from treecrowns.core.annotations import ImageAnnotations
+
+    rng = np.random.default_rng(seed)
+    crowns = []
+    while len(crowns) < count:
+        side = int(rng.integers(10, 22))
+        col, row = (int(v) for v in rng.integers(0, size - side, 2))
+        if all(col + side < c or c + s < col or row + side < r or r + s < row for c, r, s in crowns):
+            crowns.append((col, row, side))
+    path = write_raster(tmp_path / f"{name}.tif", size, size, crowns, seed=seed)
+    boxes = np.array([[c, r, c + s, r + s] for c, r, s in crowns], dtype=float)
+    return ImageAnnotations(str(path), boxes, ("Tree",) * len(crowns))
+
+
+def small_model(labels=("Tree",), finest_level=3):
+    """A random compact RetinaNet at 10 cm on 64 px patches: quick to train in tests."""
+    from treecrowns.core.checkpoint import ModelMetadata, new_model
+    from treecrowns.core.model import lite_architecture
+
+    meta = ModelMetadata(architecture=lite_architecture(finest_level=finest_level), labels=labels,
+                         ground_resolution_m=0.1, patch_size=64,
+                         provenance={"parent": None})
+    return new_model(meta)
+
+
 def cut_into_tiles(raster: Path, folder: Path, tile_width: int, tile_height: int) -> Path:
     """Cut ``raster`` into GeoTIFF tiles in a new ``folder``, as an orthophoto series comes (the last row and column smaller)."""
     from rasterio.windows import Window

@@ -27,6 +27,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core.checkpoint import read_metadata
 from ..core.errors import TreecrownsError
+from ..core.retraining import correction_places, two_halves
 from ..core.training import trainable_crowns
 from ..core.training_settings import DEFAULT_RETRAINING_LEARNING_RATE, TrainingSettings, learning_rate_for, whole_network
 from ..gis import review
@@ -85,6 +86,11 @@ class TrainingDialog(QDialog):
         self.validation_share.setRange(0.0, 0.5)
         self.validation_share.setSingleStep(0.05)
         self.validation_share.setValue(TrainingSettings.validation_share)
+        self.validation_share.setToolTip(
+            "How the new model is compared with the base model. With corrections in two or more places (orthophotos, "
+            "or reviewed areas), a model trained on half of the places is scored on the other half. With one place, "
+            "this share of it (a strip on the right) is held out instead. 0: no comparison."
+        )
         self.output_name = QLineEdit()
         self.plot = TrainingPlot()
         self.progress = QProgressBar()
@@ -229,8 +235,12 @@ class TrainingDialog(QDialog):
         self.train_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.detect_button.setEnabled(False)
+        checking = settings.validation_share > 0 and two_halves(correction_places(items)) is not None
         self.status.setText(
-            f"Training on {training_data['crowns']} crowns in {len(items)} orthophoto(s)…" + "".join(f"<br>{w}" for w in warnings)
+            f"Training on {training_data['crowns']} crowns in {len(items)} orthophoto(s)…"
+            + ("<br>First, half of the corrected places are learnt and the other half scored, to compare with the base model."
+               if checking else "")
+            + "".join(f"<br>{w}" for w in warnings)
         )
         QgsApplication.taskManager().addTask(self.task)
 
@@ -261,7 +271,7 @@ class TrainingDialog(QDialog):
         self.new_model = path
         metrics = result.metrics
         summary = f"New model {Path(path).name}"
-        if metrics:
+        if metrics and not result.cross_checked:  # a check's figures are the comparison's, below
             summary += f": validation P {metrics['precision']:.2f}, R {metrics['recall']:.2f}, F1 {metrics['f1']:.2f} (epoch {metrics['epoch']})"
         if outcome.cancelled:
             summary += " — cancelled, the last finished epoch kept"

@@ -6,38 +6,16 @@ import torch
 import pytest
 from shapely.geometry import Polygon
 
-from synthetic import write_raster
+from synthetic import scene, small_model, write_raster
 from treecrowns.core.annotations import ImageAnnotations
-from treecrowns.core.checkpoint import ModelMetadata, load_checkpoint, new_model
+from treecrowns.core.checkpoint import load_checkpoint
 from treecrowns.core.errors import AnnotationError, Cancelled, CheckpointError, TreecrownsError
-from treecrowns.core.model import lite_architecture
 from treecrowns.core.prediction import DetectionSettings, detect
 from treecrowns.core.style_mixing import MIXED_STAGES, attach_style_mixing
 from treecrowns.core.patches import load_samples
 from treecrowns.core.training import train, trainable_crowns
 from treecrowns.core.training_settings import DEFAULT_RETRAINING_LEARNING_RATE, TrainingSettings, learning_rate_for, whole_network
 from treecrowns.core.evaluation import evaluate
-
-
-def scene(tmp_path, name, seed, count=8, size=128):
-    """A raster with ``count`` bright square crowns placed at random, and their pixel boxes."""
-    rng = np.random.default_rng(seed)
-    crowns = []
-    while len(crowns) < count:
-        side = int(rng.integers(10, 22))
-        col, row = (int(v) for v in rng.integers(0, size - side, 2))
-        if all(col + side < c or c + s < col or row + side < r or r + s < row for c, r, s in crowns):
-            crowns.append((col, row, side))
-    path = write_raster(tmp_path / f"{name}.tif", size, size, crowns, seed=seed)
-    boxes = np.array([[c, r, c + s, r + s] for c, r, s in crowns], dtype=float)
-    return ImageAnnotations(str(path), boxes, ("Tree",) * len(crowns))
-
-
-def small_model(labels=("Tree",), finest_level=3):
-    meta = ModelMetadata(architecture=lite_architecture(finest_level=finest_level), labels=labels,
-                         ground_resolution_m=0.1, patch_size=64,
-                         provenance={"parent": None})
-    return new_model(meta)
 
 
 FAST = TrainingSettings(epochs=2, steps_per_epoch=3, batch_size=2, warmup_steps=2, device="cpu")

@@ -1,0 +1,90 @@
+"""Retraining on corrections in several places: every place is learnt from, and the new model is
+judged by models retrained on half of the places and scored on the other half."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from shapely.geometry import box as rectangle
+
+from synthetic import scene, small_model
+from treecrowns.core.annotations import ImageAnnotations
+from treecrowns.core.checkpoint import load_checkpoint
+from treecrowns.core.errors import Cancelled
+from treecrowns.core.retraining import CHECKED_ON, correction_places, retrain, two_halves
+from treecrowns.core.training import train
+from treecrowns.core.training_settings import TrainingSettings
+
+FAST = TrainingSettings(epochs=2, steps_per_epoch=3, batch_size=2, warmup_steps=2, device="cpu")
+
+
+def test_each_reviewed_area_is_a_place_ordered_west_to_east_and_the_halves_balance_crowns(tmp_path):
+    raster = scene(tmp_path, "s0", 0).image_path
+    # Six crowns in the west third, three in the middle one, three in the east one.
+    boxes = np.array([[10 + 10 * (i % 6), 10 + 30 * (i // 6), 18 + 10 * (i % 6), 18 + 30 * (i // 6)] for i in range(6)]
+                     + [[90, 20 + 30 * i, 100, 30 + 30 * i] for i in range(3)] + [[180, 20 + 30 * i, 190, 30 + 30 * i] for i in range(3)],
+                     dtype=float)
+    west, middle, east = rectangle(0, 0, 85, 256), rectangle(85, 0, 170, 256), rectangle(170, 0, 256, 256)
+    item = ImageAnnotations(raster, boxes, ("Tree",) * 12, regions=(east, west, middle))
+    places = correction_places([item, scene(tmp_path, "whole", 1)])
+    assert [p.regions[0].bounds[0] for p in places[:3]] == [0, 85, 170] and places[3].regions is None
+    first, second = two_halves(places[:3])
+    assert first == places[:1] and second == places[1:3], "six crowns against six, west against east"
+    assert two_halves(places) == (places[:2], places[2:]), "the order is kept: the whole raster's 8 crowns go with the east"
+    assert two_halves(correction_places([scene(tmp_path, "only", 2)])) is None, "one place: nothing to cut"
+    empty_west = replace(item, regions=(rectangle(0, 200, 85, 256), middle))
+    assert two_halves(correction_places([empty_west])) is None, "a half without a crown judges nothing"
+
+
+def test_corrections_in_two_places_are_all_learnt_from_and_judged_on_the_half_not_learnt(tmp_path):
+    items = [scene(tmp_path, f"p{i}", i, count=20, size=192) for i in range(2)]
+    epochs, messages = [], []
+    result = retrain(small_model(), items, tmp_path / "kept.safetensors", FAST, on_epoch=epochs.append,
+                     progress=lambda fraction, message: messages.append((fraction, message)))
+    assert result.cross_checked and {"f1", "precision", "recall"} <= set(result.metrics) <= set(result.base_metrics) | {"f1"}
+    assert "Retrained on half of the corrected places" in result.comparison_with_base()
+    assert [e.epoch for e in epochs] == [1, 2], "only the kept model's epochs are reported"
+    fractions = [f for f, _ in messages]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert any(m.startswith("checking on places not learnt from (2/2)") for _, m in messages)
+    # The kept model is exactly the one trained on every crown of both places.
+    alone = train(small_model(), items, tmp_path / "alone.safetensors", FAST, validation_items=[])
+    kept, reference = load_checkpoint(result.checkpoint_path), load_checkpoint(alone.checkpoint_path)
+    assert kept.metadata.metrics["validation"] == {**result.metrics, "base_f1": result.base_metrics["f1"], "measured_on": CHECKED_ON}
+    for (name, a), b in zip(kept.network.state_dict().items(), reference.network.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not list(tmp_path.glob("*.tmp")) and sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["alone.safetensors", "kept.safetensors"]
+
+
+def test_learning_that_hurts_on_the_other_places_is_reported_and_cancel_leaves_nothing(osbs_plot, tmp_path):
+    """The west half of OSBS_029 corrected with boxes a quarter of each crown's size, the east half
+    as drawn: what the west teaches costs crowns in the east, and the check says the new model is worse."""
+    from treecrowns.gis.resources import BUNDLED_MODEL
+
+    crowns = osbs_plot.crowns
+    centres = (crowns.boxes[:, :2] + crowns.boxes[:, 2:]) / 2
+    west_side = centres[:, 0] < 200
+    sides = (crowns.boxes[:, 2:] - crowns.boxes[:, :2]) / 8
+    misdrawn = np.where(west_side[:, None], np.hstack([centres - sides, centres + sides]), crowns.boxes)
+    corrections = replace(crowns, boxes=misdrawn, regions=(rectangle(0, 0, 200, 400), rectangle(200, 0, 400, 400)))
+    settings = TrainingSettings(epochs=2, steps_per_epoch=8, batch_size=4, learning_rate=0.05, device="cpu")
+    result = retrain(load_checkpoint(BUNDLED_MODEL), [corrections], tmp_path / "worse.safetensors", settings)
+    assert result.cross_checked and result.worse_than_base
+    assert result.base_metrics["f1"] > 0.2 and result.metrics["f1"] < result.base_metrics["f1"]
+    assert "below the" in result.comparison_with_base() and "keep detecting with that model" in result.comparison_with_base()
+
+    calls = []
+    with pytest.raises(Cancelled, match="while checking"):
+        retrain(load_checkpoint(BUNDLED_MODEL), [corrections], tmp_path / "cancelled.safetensors", settings,
+                progress=lambda *_: calls.append(1), should_stop=lambda: len(calls) >= 12)
+    assert not list(tmp_path.glob("cancelled*")), "a training cancelled while checking writes no checkpoint"
+
+
+def test_too_few_crowns_in_two_places_are_all_learnt_from_without_a_verdict(tmp_path):
+    items = [scene(tmp_path, f"few{i}", i, count=8) for i in range(2)]
+    result = retrain(small_model(), items, tmp_path / "out.safetensors", FAST)
+    assert not result.cross_checked and result.base_metrics == {} and result.comparison_with_base() is None
+    assert any("only 16 crowns were corrected" in note for note in result.notes)
+    assert Path(result.checkpoint_path).exists()
