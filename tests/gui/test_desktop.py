@@ -98,7 +98,11 @@ def test_correct_retrain_and_detect_again_by_mouse_and_keys(osbs_plot, tmp_path)
     assert result["deleted_with_key"] == 2, "the Delete key removes the selected crowns"
     assert result["selected_to_confirm"] == detected - 2
     assert result["after_confirm"] == {"confirmed": detected - 2, "added": 3}, "the C key confirms the selection"
-    assert result["reviewed_areas"] == 1 and result["saved_areas"] == 1
+    assert result["reviewed_areas"] == 2 and result["saved_areas"] == 2
+    # Metres from the raster's lower-left corner: the view marked over the west half, the east half drawn.
+    (west, east) = sorted(result["reviewed_area_bounds"])
+    assert west[:2] == [0, 0] and abs(west[2] - 20) < 0.3 and west[3] == 40, west
+    assert abs(east[0] - 20) < 0.3 and [east[1], east[2], east[3]] == [0, 40, 40], east
     assert result["saved_statuses"] == {"confirmed": detected - 2, "added": 3}, "edits are saved to the GeoPackage"
     assert result["train_defaults"]["rasters"] == ["sample orthophoto"] and result["train_defaults"]["reviewed_only"]
     assert result["train_defaults"]["base"].startswith("Bundled")
@@ -108,7 +112,9 @@ def test_correct_retrain_and_detect_again_by_mouse_and_keys(osbs_plot, tmp_path)
     assert result["training_started"] and result["epochs_plotted"] == 1
     new_model = result["new_model"]
     assert new_model and Path(new_model).exists() and new_model in result["model_list"]
-    # The dock moves on to the new model unless it scored below its base on the held-out crowns.
+    # Two reviewed places: a model learnt from each half is scored on the other, beside the base model.
+    assert "Retrained on half of the corrected places" in result["training_status"], result["training_status"]
+    # The dock moves on to the new model unless that check scored it below its base.
     assert (result["selected_after_training"] == new_model) == ("Not better" not in result["training_status"])
     assert result["second_detection"]["model"] == new_model
     # The first detection's layer is still in the project: the new one must be told apart from it.
@@ -116,7 +122,7 @@ def test_correct_retrain_and_detect_again_by_mouse_and_keys(osbs_plot, tmp_path)
     evaluation = result["evaluation"]
     assert evaluation["figures"] is not None and 0.0 <= evaluation["figures"]["F1"] <= 1.0, evaluation["text"]
     assert evaluation["outcome_layer"] and set(evaluation["outcomes"]) <= {"true positive", "false positive", "missed"}
-    assert result["export"] == {"chips": 1, "csv": True, "coco": True}
+    assert result["export"] == {"chips": 2, "csv": True, "coco": True}, "a chip per reviewed area"
     for step in ("1-detected", "2-three-boxes-drawn", "3-two-deleted", "4-confirmed-and-reviewed", "5-train-dialog",
                  "6-trained", "7-detected-with-new-model", "8-evaluation"):
         assert (out / f"{step}.png").exists(), step
