@@ -75,8 +75,8 @@ class TrainingResult:
     # The starting model's figures on the same held-out crowns, scored the same way before the
     # first step; {} when too few crowns were held out to measure either.
     base_metrics: dict = field(default_factory=dict)
-    # True when the figures come from models retrained on half of the corrected places and scored
-    # on the other half (core.retraining), not from crowns held out of the kept model's training.
+    # True when the figures come from models retrained without part of the corrected places and
+    # scored there (core.retraining), not from crowns held out of the kept model's training.
     cross_checked: bool = False
 
     @property
@@ -90,16 +90,19 @@ class TrainingResult:
         if not self.metrics or not self.base_metrics:
             return None
         f1, base_f1 = self.metrics["f1"], self.base_metrics["f1"]
+        crowns = self.base_metrics.get("true_positives", 0) + self.base_metrics.get("missed", 0)
         if self.cross_checked:
-            figures = f"Retrained on half of the corrected places, the model scores F1 {f1:.3f} on the other half"
+            figures = (f"Retrained without each group of the corrected places in turn and scored on it, the model "
+                       f"scores F1 {f1:.3f} on {crowns} crowns")
             if self.worse_than_base:
                 return (f"{figures}, below the {base_f1:.3f} of the model it started from: keep detecting with that "
                         "model, or correct more places and train again")
             return f"{figures}, against {base_f1:.3f} for the model it started from"
         if self.worse_than_base:
-            return (f"The retrained model scores F1 {f1:.3f} on the crowns held out of training, below the {base_f1:.3f} "
-                    "of the model it started from: keep detecting with that model, or correct more crowns and train again")
-        return f"On the crowns held out of training, F1 {f1:.3f} against {base_f1:.3f} for the model it started from"
+            return (f"The retrained model scores F1 {f1:.3f} on the {crowns} crowns held out of training, below the "
+                    f"{base_f1:.3f} of the model it started from: keep detecting with that model, or correct more crowns "
+                    "and train again")
+        return f"On the {crowns} crowns held out of training, F1 {f1:.3f} against {base_f1:.3f} for the model it started from"
 
 
 def split_validation(items: Sequence[ImageAnnotations], share: float, seed: int) -> tuple[list, list]:

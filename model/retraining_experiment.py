@@ -52,7 +52,7 @@ Prints F1 on the scored plots before and after at each checkpoint's score thresh
 corrected plot itself before and after (did the model learn the corrections?), the F1 the new
 model would reach on the scored plots at other thresholds (to tell calibration from learning), and
 the minutes training took. With two or more corrected plots the Train dialog's check also runs
-(``core.retraining``: a model retrained on each half of the plots, scored on the other half): its
+(``core.retraining``: models retrained without each group of the plots in turn, scored on it): its
 figures, and the change "as offered", where the dock keeps the base model when the check judges the
 new one worse.
 """

@@ -27,7 +27,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core.checkpoint import read_metadata
 from ..core.errors import TreecrownsError
-from ..core.retraining import correction_places, two_halves
+from ..core.retraining import correction_places, place_groups
 from ..core.training import trainable_crowns
 from ..core.training_settings import DEFAULT_RETRAINING_LEARNING_RATE, TrainingSettings, learning_rate_for, whole_network
 from ..gis import review
@@ -235,11 +235,11 @@ class TrainingDialog(QDialog):
         self.train_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.detect_button.setEnabled(False)
-        checking = settings.validation_share > 0 and two_halves(correction_places(items)) is not None
+        groups = place_groups(correction_places(items)) if settings.validation_share > 0 else None
         self.status.setText(
             f"Training on {training_data['crowns']} crowns in {len(items)} orthophoto(s)…"
-            + ("<br>First, half of the corrected places are learnt and the other half scored, to compare with the base model."
-               if checking else "")
+            + (f"<br>First, to compare with the base model, {len(groups)} models each learn all but one group of the "
+               "corrected places and are scored on it." if groups else "")
             + "".join(f"<br>{w}" for w in warnings)
         )
         QgsApplication.taskManager().addTask(self.task)

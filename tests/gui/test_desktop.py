@@ -112,8 +112,8 @@ def test_correct_retrain_and_detect_again_by_mouse_and_keys(osbs_plot, tmp_path)
     assert result["training_started"] and result["epochs_plotted"] == 1
     new_model = result["new_model"]
     assert new_model and Path(new_model).exists() and new_model in result["model_list"]
-    # Two reviewed places: a model learnt from each half is scored on the other, beside the base model.
-    assert "Retrained on half of the corrected places" in result["training_status"], result["training_status"]
+    # Two reviewed places: a model learnt from each is scored on the other, beside the base model.
+    assert "Retrained without each group of the corrected places in turn" in result["training_status"], result["training_status"]
     # The dock moves on to the new model unless that check scored it below its base.
     assert (result["selected_after_training"] == new_model) == ("Not better" not in result["training_status"])
     assert result["second_detection"]["model"] == new_model
