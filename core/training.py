@@ -5,7 +5,8 @@ core.training_settings. After every epoch the model is scored on the held-out cr
 held out apart (a model build), the best epoch is written to the output checkpoint atomically,
 together with the score threshold that gave its best F1; crowns held out of a user's corrections
 only measure each epoch, and the last one is written with the base model's threshold. The whole
-training state is saved after every epoch so that a stopped run goes on.
+training state is saved after every epoch so that a stopped run goes on. A user's corrections go
+through core.retraining, which judges the new model on corrected places it did not learn from.
 """
 
 import hashlib

@@ -28,6 +28,9 @@ class TrainingSettings:
     learning_rate: float | None = None
     weight_decay: float = 1e-4
     steps_per_epoch: int | None = None
+    # How much of the annotations is held out to validate on (train: whole rasters when there are
+    # enough, else a strip of each area). A user's corrections in two or more places are checked
+    # on the places instead (core.retraining); 0 there means no comparison with the base model.
     validation_share: float = 0.2
     warmup_steps: int = 50
     scale_jitter: tuple[float, float] = (0.8, 1.25)
