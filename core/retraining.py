@@ -29,7 +29,7 @@ from .checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from .errors import Cancelled
 from .evaluation import DEFAULT_IOU_THRESHOLD, evaluate
 from .patches import Sample, load_samples
-from .prediction import ProgressCallback, StopCheck, resolve_device
+from .prediction import ProgressCallback, StopCheck, fit_input_size, resolve_device
 from .training import MIN_VALIDATION_CROWNS, EpochReport, TrainingResult, train
 from .training_settings import TrainingSettings
 from .validation import boxes_found
@@ -139,6 +139,9 @@ def _check(
     device = resolve_device(settings.device)[0]
     threshold = base.metadata.score_threshold
     starting_point = copy.deepcopy(base)
+    # Scored on the device the check trains on, taking patches as they are, as training scores.
+    starting_point.network.to(device)
+    fit_input_size(starting_point, base.metadata.patch_size)
     found_by_base = boxes_found(starting_point, [sample for samples in scored for sample in samples], device, threshold)
     references = {sample.name: sample.boxes.numpy() for samples in scored for sample in samples}
     found_by_retrained: dict = {}
