@@ -54,9 +54,10 @@ class TrainAlgorithm(TreecrownsAlgorithm):
         "REGIONS, if given, are polygons of fully annotated areas: only crowns inside them are used and "
         "everything else inside them counts as background. The new model learns from every corrected crown and "
         "keeps the base model's score threshold; it is compared with the base model at that threshold on crowns it "
-        "did not learn from. With corrections in two or more places (rasters, or separate REGIONS polygons), a model "
-        "retrained on half of the places (the first rasters against the last; west against east within a raster) is "
-        "scored on the other half, beside the base model: about one more training. With one place, the right-hand "
+        "did not learn from. With corrections in two or more places (rasters, or separate REGIONS polygons), the places "
+        "are cut into up to four groups of neighbours (rasters in order; west to east within a raster), and a model "
+        "retrained without each group, at half the epochs, is scored on it beside the base model: about one more "
+        "training for two places. With one place, the right-hand "
         "VALIDATION_SHARE strip of it is held out instead. VALIDATION_SHARE 0 skips the comparison. WORSE_THAN_BASE "
         "is 1 when the comparison finds the new model worse. The last epoch is written to OUTPUT_MODEL."
     )

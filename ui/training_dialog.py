@@ -88,7 +88,7 @@ class TrainingDialog(QDialog):
         self.validation_share.setValue(TrainingSettings.validation_share)
         self.validation_share.setToolTip(
             "How the new model is compared with the base model. With corrections in two or more places (orthophotos, "
-            "or reviewed areas), a model trained on half of the places is scored on the other half. With one place, "
+            "or reviewed areas), models each trained without one group of the places are scored on it. With one place, "
             "this share of it (a strip on the right) is held out instead. 0: no comparison."
         )
         self.output_name = QLineEdit()
