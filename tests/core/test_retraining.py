@@ -71,10 +71,11 @@ def test_learning_that_hurts_on_the_other_places_is_reported_and_cancel_leaves_n
     sides = (crowns.boxes[:, 2:] - crowns.boxes[:, :2]) / 8
     misdrawn = np.where(west_side[:, None], np.hstack([centres - sides, centres + sides]), crowns.boxes)
     corrections = replace(crowns, boxes=misdrawn, regions=(rectangle(0, 0, 200, 400), rectangle(200, 0, 400, 400)))
-    settings = TrainingSettings(epochs=2, steps_per_epoch=8, batch_size=4, learning_rate=0.05, device="cpu")
+    settings = TrainingSettings(epochs=2, steps_per_epoch=8, batch_size=4, learning_rate=0.01, device="cpu")
     result = retrain(load_checkpoint(BUNDLED_MODEL), [corrections], tmp_path / "worse.safetensors", settings)
     assert result.cross_checked and result.worse_than_base
-    assert result.base_metrics["f1"] > 0.2 and result.metrics["f1"] < result.base_metrics["f1"]
+    # Measured: 0.30 against 0.39, in bfloat16 and in float32; the check models still find crowns, fewer of them.
+    assert result.base_metrics["f1"] > 0.3 and 0.1 < result.metrics["f1"] < result.base_metrics["f1"]
     assert "below the" in result.comparison_with_base() and "keep detecting with that model" in result.comparison_with_base()
 
     calls = []
