@@ -1,5 +1,6 @@
 """Correcting one plot of a place the bundled model never saw, and retraining with the Train dialog's
-defaults: the new model finds more of the crowns on the place's other plot.
+defaults (`core.retraining.retrain`, as the dialog runs it): the new model finds more of the crowns
+on the place's other plot.
 
 The two Yellowstone sample plots of the deepforest wheel stand in for a user's new site: raw NEON
 colours, conifers, and no training plot from Yellowstone. One plot's hand-drawn crowns are the
@@ -16,7 +17,7 @@ from treecrowns.core.checkpoint import LoadedModel, load_checkpoint
 from treecrowns.core.evaluation import evaluate
 from treecrowns.core.prediction import DetectionSettings, detect
 from treecrowns.core.sample_data import georeferenced_copy, sample_plot
-from treecrowns.core.training import train
+from treecrowns.core.retraining import retrain
 from treecrowns.core.training_settings import TrainingSettings
 
 BUNDLED = Path(__file__).resolve().parents[2] / "resources" / "models" / "treecrowns-neon-lite.safetensors"
@@ -36,7 +37,7 @@ def test_one_corrected_plot_of_a_site_the_model_never_saw_raises_f1_on_its_other
     changes = []
     for corrected, scored in (plots, plots[::-1]):
         before = f1_on(bundled, scored)
-        result = train(load_checkpoint(BUNDLED), [corrected], tmp_path / "tuned.safetensors", TrainingSettings(device="cpu"))
+        result = retrain(load_checkpoint(BUNDLED), [corrected], tmp_path / "tuned.safetensors", TrainingSettings(device="cpu"))
         tuned = load_checkpoint(result.checkpoint_path)
         assert tuned.metadata.score_threshold == bundled.metadata.score_threshold, "crowns held out of corrections choose no threshold"
         after = f1_on(tuned, scored)
