@@ -73,6 +73,11 @@ def place_groups(places: Sequence[ImageAnnotations], most: int = MOST_GROUPS) ->
     return None
 
 
+def checked_groups(items: Sequence[ImageAnnotations], settings: TrainingSettings) -> list[list[ImageAnnotations]] | None:
+    """The groups of corrected places ``retrain`` checks the new model on; None when it checks none that way."""
+    return place_groups(correction_places(items)) if settings.validation_share > 0 else None
+
+
 def retrain(
     model: LoadedModel,
     items: Sequence[ImageAnnotations],
@@ -93,7 +98,7 @@ def retrain(
         Cancelled: If stopped before the kept model's first epoch finished; nothing is written then.
         The errors of ``core.training.train``.
     """
-    groups = place_groups(correction_places(items)) if settings.validation_share > 0 else None
+    groups = checked_groups(items, settings)
     if groups is None:
         return train(model, items, output_path, settings, progress=progress, should_stop=should_stop, on_epoch=on_epoch)
     labels, resolution = model.metadata.labels, model.metadata.ground_resolution_m

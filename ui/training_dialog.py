@@ -27,7 +27,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core.checkpoint import read_metadata
 from ..core.errors import TreecrownsError
-from ..core.retraining import correction_places, place_groups
+from ..core.retraining import checked_groups
 from ..core.training import trainable_crowns
 from ..core.training_settings import DEFAULT_RETRAINING_LEARNING_RATE, TrainingSettings, learning_rate_for, whole_network
 from ..gis import review
@@ -235,7 +235,7 @@ class TrainingDialog(QDialog):
         self.train_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.detect_button.setEnabled(False)
-        groups = place_groups(correction_places(items)) if settings.validation_share > 0 else None
+        groups = checked_groups(items, settings)
         self.status.setText(
             f"Training on {training_data['crowns']} crowns in {len(items)} orthophoto(s)…"
             + (f"<br>First, to compare with the base model, {len(groups)} models each learn all but one group of the "
