@@ -121,7 +121,7 @@ def test_the_card_says_how_many_patches_came_from_mosaics_and_how_many_threads_t
     small_bundle(tmp_path / "mosaic", {}, newer_provenance=True)
     card = write_card(tmp_path / "mosaic")
     assert "50 % of the patches are cut from a 2 × 2 mosaic of four random training plots" in card
-    assert "this checkpoint was trained with 1 thread," in card
+    assert "(this checkpoint was trained with 1 thread)" in card
 
 
 def test_a_checkpoint_started_from_imagenet_weights_credits_them_and_one_from_random_weights_says_so(tmp_path):
