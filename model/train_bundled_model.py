@@ -152,6 +152,10 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the network's trunk; an EfficientNet-Lite trunk starts from ImageNet weights")
     parser.add_argument("--imagenet", action=argparse.BooleanOptionalAction, default=True,
                         help="start an EfficientNet-Lite trunk from its ImageNet weights (--no-imagenet: random weights)")
+    parser.add_argument("--trunk-batchnorm", default="learnt", choices=["learnt", "frozen"],
+                        help="the trunk's BatchNorm statistics: learnt from the training patches, or frozen at the "
+                        "ImageNet weights' own (their scale and shift still train), as detectors fine-tuned from "
+                        "ImageNet usually keep them; frozen needs --trunk efficientnet_lite*")
     parser.add_argument("--trunk-widths", default=",".join(map(str, COMPACT_WIDTHS)),
                         help="channels of the compact trunk's stem and four stages, comma-separated (wider: more to "
                         "learn with, slower detection)")
@@ -202,6 +206,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit(f"--scale-jitter needs two numbers low,high, got {args.scale_jitter!r}")
     args.trunk_widths = tuple(int(w) for w in args.trunk_widths.split(","))
     args.bf16, args.precision_reason = precision_choice(args.bf16)
+    if args.trunk_batchnorm == "frozen" and (args.trunk not in EFFICIENTNET_LITE_VARIANTS or not args.imagenet):
+        raise SystemExit("--trunk-batchnorm frozen keeps the statistics of ImageNet weights: use it with "
+                         "--trunk efficientnet_lite0 (or _lite1, _lite2) and without --no-imagenet")
     if not 0.01 <= args.ground_resolution <= 2:
         raise SystemExit(f"--ground-resolution is in metres per pixel, from 0.01 to 2; got {args.ground_resolution}")
     if not 64 <= args.patch_size <= 2048:
@@ -210,9 +217,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def training_settings(args: argparse.Namespace) -> TrainingSettings:
-    """The recipe the options ask for: from scratch, so every layer and BatchNorm statistic learns."""
+    """The recipe the options ask for: every layer learns, and the BatchNorm statistics too unless frozen."""
     try:
-        return whole_network(TrainingSettings(
+        settings = whole_network(TrainingSettings(
             epochs=args.epochs,
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
@@ -231,6 +238,7 @@ def training_settings(args: argparse.Namespace) -> TrainingSettings:
         ))
     except TreecrownsError as exc:
         raise SystemExit(str(exc)) from exc
+    return replace(settings, freeze_batchnorm=args.trunk_batchnorm == "frozen")
 
 
 def pretrained_trunk(args: argparse.Namespace) -> dict | None:
