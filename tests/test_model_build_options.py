@@ -33,3 +33,13 @@ def test_an_efficientnet_trunk_records_where_its_starting_weights_come_from():
     assert len(imagenet["sha256"]) == 64 and imagenet["licence"] == "Apache-2.0"
     assert pretrained_trunk(parse_options(["--trunk", "efficientnet_lite0", "--no-imagenet"])) is None
     assert pretrained_trunk(parse_options([])) is None
+
+
+def test_frozen_batchnorm_keeps_the_imagenet_statistics_and_is_refused_without_them():
+    frozen = training_settings(parse_options(["--trunk", "efficientnet_lite0", "--trunk-batchnorm", "frozen"]))
+    assert frozen.freeze_batchnorm and frozen.trunk_learning_rate_factor == 1, "the trunk's weights still train"
+    assert not training_settings(parse_options([])).freeze_batchnorm, "the default recipe learns its statistics"
+    for without_imagenet in (["--trunk-batchnorm", "frozen"],
+                             ["--trunk", "efficientnet_lite0", "--no-imagenet", "--trunk-batchnorm", "frozen"]):
+        with pytest.raises(SystemExit, match="ImageNet"):
+            parse_options(without_imagenet)
