@@ -207,7 +207,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit(f"--scale-jitter needs two numbers low,high, got {args.scale_jitter!r}")
     args.trunk_widths = tuple(int(w) for w in args.trunk_widths.split(","))
     args.bf16, args.precision_reason = precision_choice(args.bf16)
-    if args.trunk_batchnorm == "frozen" and (args.trunk not in EFFICIENTNET_LITE_VARIANTS or not args.imagenet):
+    if args.trunk_batchnorm == "frozen" and pretrained_trunk(args) is None:
         raise SystemExit("--trunk-batchnorm frozen keeps the statistics of ImageNet weights: use it with "
                          "--trunk efficientnet_lite0 (or _lite1, _lite2) and without --no-imagenet")
     if not 0.01 <= args.ground_resolution <= 2:
